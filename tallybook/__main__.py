@@ -1,0 +1,3 @@
+from tallybook.cli import main
+
+main()

@@ -1,0 +1,120 @@
+"""The ASGI application factory: routes, middleware and error handling."""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import AsyncIterator, Awaitable, Callable
+
+from starlette.applications import Starlette
+from starlette.convertors import Convertor, register_url_convertor
+from starlette.exceptions import HTTPException
+from starlette.middleware import Middleware
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
+
+from tallybook.datasets import NAME_PATTERN
+from tallybook.errors import MethodNotAllowed, NotFound, RequestError
+from tallybook.http import data, status
+from tallybook.http.middleware import RequestLog
+from tallybook.http.responses import error_response
+from tallybook.records import Limits
+from tallybook.settings import Settings
+from tallybook.store import Store, open_store
+
+Handler = Callable[[Request], Awaitable[Response]]
+
+
+class _NameConvertor(Convertor[str]):
+    """Matches a path segment only if it could be a data set name."""
+
+    regex = NAME_PATTERN
+
+    def convert(self, value: str) -> str:
+        return value
+
+    def to_string(self, value: str) -> str:
+        return value
+
+
+register_url_convertor("data_set_name", _NameConvertor())
+
+
+def create_app(
+    settings: Settings | None = None, store: Store | None = None
+) -> Starlette:
+    """Build the tallybook application.
+
+    Args:
+        settings: the configuration; by default read from the environment.
+        store: the store to use; by default the one `settings.store` names.
+            The application opens it at start-up and closes it at shutdown.
+    """
+    settings = settings or Settings.from_env()
+    store = store or open_store(settings.store)
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        async with store:
+            yield
+
+    app = Starlette(
+        routes=_routes(),
+        middleware=[Middleware(RequestLog)],
+        exception_handlers={
+            RequestError: _refused,
+            HTTPException: _routing_error,
+        },
+        lifespan=lifespan,
+    )
+    app.state.settings = settings
+    app.state.store = store
+    app.state.limits = Limits(
+        max_records=settings.max_records,
+        max_keys=settings.max_keys,
+        max_key_length=settings.max_key_length,
+        max_string_length=settings.max_string_length,
+    )
+    return app
+
+
+def _routes() -> list[Route]:
+    return [
+        Route("/_status", status.get_status, methods=["GET"]),
+        _route(
+            "/data/{group}/{type}",
+            GET=data.get_records,
+            POST=data.post_records,
+            PUT=data.put_records,
+        ),
+        _route("/{name:data_set_name}", GET=data.get_records, POST=data.post_records),
+    ]
+
+
+def _route(path: str, **handlers: Handler) -> Route:
+    """One route whose handler depends on the method (HEAD is served as GET)."""
+
+    async def dispatch(request: Request) -> Response:
+        method = "GET" if request.method == "HEAD" else request.method
+        return await handlers[method](request)
+
+    return Route(path, dispatch, methods=list(handlers))
+
+
+async def _refused(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, RequestError)
+    return error_response(exc)
+
+
+async def _routing_error(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, HTTPException)
+    path = request.url.path[:100]
+    if exc.status_code == 405:
+        allowed = (exc.headers or {}).get("Allow", "")
+        error: RequestError = MethodNotAllowed(
+            f"{request.method} is not allowed on {path}; use {allowed}.",
+            headers={"Allow": allowed},
+        )
+    else:
+        error = NotFound(f"No route or data set is at {path}.")
+    return error_response(error)

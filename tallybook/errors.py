@@ -1,0 +1,120 @@
+"""The exceptions tallybook raises, and the problems they carry.
+
+The tree::
+
+    TallybookError
+    ├── RequestError              the client's request is refused (4xx)
+    │   ├── InvalidRequest        400: bad body, bad shape, bad records, bad query
+    │   ├── Unauthorized          401: no usable token
+    │   ├── Forbidden             403: a valid token without the right
+    │   ├── NotFound              404
+    │   ├── MethodNotAllowed      405
+    │   ├── PayloadTooLarge       413
+    │   └── UnsupportedMediaType  415
+    └── StoreError                the store failed or refused an operation
+        ├── DataSetExists         a data set with that name exists already
+        ├── DataSetNotFound       no data set with that name
+        └── SchemaMismatch        the database schema is not the code's
+
+Every request error carries a list of `Problem`; the HTTP layer renders them
+all in one JSON shape (see `tallybook.http.responses`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True, slots=True)
+class Problem:
+    """One thing wrong with a request.
+
+    Attributes:
+        message: a sentence for a person, naming the value and the fix.
+        index: the record's position in the batch, when a record is at fault.
+        field: the record field (or query parameter) at fault, if any.
+    """
+
+    message: str
+    index: int | None = None
+    field: str | None = None
+
+
+class TallybookError(Exception):
+    """Base of every exception tallybook raises on purpose."""
+
+
+class RequestError(TallybookError):
+    """A request that tallybook refuses; rendered as a 4xx JSON body."""
+
+    status: int = 400
+
+    def __init__(
+        self,
+        message: str,
+        problems: Sequence[Problem] = (),
+        headers: Mapping[str, str] | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.message = message
+        self.problems = list(problems) or [Problem(message)]
+        self.headers = dict(headers or {})
+
+
+class InvalidRequest(RequestError):
+    """The body, its records or the query are not acceptable."""
+
+    status = 400
+
+
+class Unauthorized(RequestError):
+    """No token, or a token that is unknown, revoked or expired."""
+
+    status = 401
+
+
+class Forbidden(RequestError):
+    """A valid token that does not grant this action on this data set."""
+
+    status = 403
+
+
+class NotFound(RequestError):
+    """No such route or data set."""
+
+    status = 404
+
+
+class MethodNotAllowed(RequestError):
+    """The route exists but not with this method."""
+
+    status = 405
+
+
+class PayloadTooLarge(RequestError):
+    """The body, once read or decoded, is over a configured limit."""
+
+    status = 413
+
+
+class UnsupportedMediaType(RequestError):
+    """The body is not labelled as JSON."""
+
+    status = 415
+
+
+class StoreError(TallybookError):
+    """The store could not carry out an operation."""
+
+
+class DataSetExists(StoreError):
+    """A data set with this name exists already."""
+
+
+class DataSetNotFound(StoreError):
+    """No data set has this name."""
+
+
+class SchemaMismatch(StoreError):
+    """The database was made by another version of tallybook."""

@@ -1,0 +1,1 @@
+"""The HTTP layer: parsing requests, checking tokens, rendering answers."""

@@ -1,0 +1,71 @@
+"""Bearer-token checks (RFC 6750) for every data set route."""
+
+from __future__ import annotations
+
+import re
+from datetime import UTC, datetime
+
+from starlette.requests import Request
+
+from tallybook.datasets import READ, DataSet, hash_token
+from tallybook.errors import Forbidden, NotFound, Unauthorized
+from tallybook.store import Store
+
+REALM = 'Bearer realm="tallybook"'
+# RFC 6750 s2.1: the scheme is case-insensitive; the token itself is compared
+# exactly, so only the scheme is matched without regard to case.
+_BEARER = re.compile(r"[Bb][Ee][Aa][Rr][Ee][Rr] +(\S+)")
+
+
+def bearer_token(header: str | None) -> str | None:
+    """Return the token of an `Authorization: Bearer` header, if any."""
+    if header is None:
+        return None
+    match = _BEARER.fullmatch(header.strip())
+    return None if match is None else match.group(1)
+
+
+async def authorise(request: Request, scope: str, name: str) -> DataSet:
+    """Return the named data set if the request may act on it with `scope`.
+
+    A read of a public data set needs no token. A token of another data set,
+    or of one that does not exist, is refused alike (403), so that tokens
+    cannot probe which data sets exist; only an admin token hears 404.
+
+    Raises:
+        Unauthorized: no token, or an unknown, revoked or expired one.
+        Forbidden: the token does not grant `scope` on this data set.
+        NotFound: an admin token names a data set that does not exist.
+    """
+    store: Store = request.app.state.store
+    token = bearer_token(request.headers.get("authorization"))
+    if token is None:
+        return await _anonymous(store, scope, name)
+    grant = await store.find_grant(hash_token(token))
+    if grant is None or not grant.is_active(datetime.now(UTC)):
+        raise Unauthorized(
+            "The token is not valid: it is unknown, revoked or expired.",
+            headers={"WWW-Authenticate": f'{REALM}, error="invalid_token"'},
+        )
+    if not grant.allows(scope, name):
+        raise Forbidden(
+            f"The token does not allow {scope} access to this data set.",
+            headers={"WWW-Authenticate": f'{REALM}, error="insufficient_scope"'},
+        )
+    if grant.data_set is not None and grant.data_set.name == name:
+        return grant.data_set
+    found = await store.get_data_set(name)
+    if found is None:
+        raise NotFound(f"No data set is named {name}.")
+    return found
+
+
+async def _anonymous(store: Store, scope: str, name: str) -> DataSet:
+    if scope == READ:
+        data_set = await store.get_data_set(name)
+        if data_set is not None and data_set.public:
+            return data_set
+    raise Unauthorized(
+        "This request needs a token: send the header 'Authorization: Bearer <token>'.",
+        headers={"WWW-Authenticate": REALM},
+    )

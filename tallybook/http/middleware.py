@@ -1,0 +1,87 @@
+"""The outermost layer: path clean-up, request ids, the request log, 500s."""
+
+from __future__ import annotations
+
+import logging
+import re
+import time
+import uuid
+from typing import Any
+
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from tallybook.http.responses import internal_error_response
+
+logger = logging.getLogger("tallybook.requests")
+_SLASHES = re.compile(r"//+")
+_REQUEST_ID = re.compile(r"[A-Za-z0-9._:\-]{1,128}")
+_ID_HEADERS = (b"govuk-request-id", b"x-request-id")
+
+
+class RequestLog:
+    """Clean the path, give the request an id, log one line, catch crashes.
+
+    Paths are taken as the same with repeated or trailing slashes
+    (`//data//g/t/` is `/data/g/t`), because existing clients send such URLs
+    and a write must never be redirected.
+    """
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """Handle one ASGI connection."""
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        scope = dict(scope, path=clean_path(scope["path"]))
+        request_id = _request_id(scope)
+        scope.setdefault("state", {}).update(request_id=request_id, records=0)
+        seen: dict[str, Any] = {"status": None}
+
+        async def send_with_id(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                seen["status"] = message["status"]
+                headers = [
+                    *message.get("headers", []),
+                    (b"x-request-id", request_id.encode()),
+                ]
+                message = dict(message, headers=headers)
+            await send(message)
+
+        started = time.perf_counter()
+        try:
+            await self.app(scope, receive, send_with_id)
+        except Exception:
+            logger.exception("request %s failed", request_id)
+            if seen["status"] is None:
+                await internal_error_response(request_id)(scope, receive, send_with_id)
+        _log(scope, seen["status"], time.perf_counter() - started)
+
+
+def clean_path(path: str) -> str:
+    """Collapse repeated slashes and drop a trailing one."""
+    path = _SLASHES.sub("/", path)
+    return path.rstrip("/") or "/"
+
+
+def _request_id(scope: Scope) -> str:
+    for name, value in scope["headers"]:
+        if name in _ID_HEADERS:
+            text: str = value.decode("latin-1").strip()
+            if _REQUEST_ID.fullmatch(text):
+                return text
+    return uuid.uuid4().hex
+
+
+def _log(scope: Scope, status: int | None, seconds: float) -> None:
+    state = scope["state"]
+    logger.info(
+        "%s %s %s %.1fms records=%d request_id=%s",
+        scope["method"],
+        scope["path"][:200],
+        status,
+        seconds * 1000,
+        state.get("records", 0),
+        state["request_id"],
+    )

@@ -1,0 +1,396 @@
+"""Record validation and normalisation (no I/O).
+
+A body becomes a batch of records in three steps: `load_json` turns bytes
+into a JSON document, `as_batch` checks its shape, and `prepare` checks every
+record, reporting every problem at once, and turns the good ones into
+`Record` rows ready for a store.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import math
+import re
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any, NamedTuple
+
+import orjson
+
+from tallybook import timestamps
+from tallybook.datasets import DataSet
+from tallybook.errors import InvalidRequest, Problem
+
+TIME_FIELDS = ("_timestamp", "_start_at", "_end_at")
+RESERVED = frozenset((*TIME_FIELDS, "_id"))
+MAX_ID_LENGTH = 512
+MAX_PROBLEMS = 100
+INT64_MIN, INT64_MAX = -(2**63), 2**63 - 1
+
+_KEY = re.compile(r"[A-Za-z_][A-Za-z0-9_]*", re.ASCII)
+_BAD_TEXT = re.compile("[\x00\ud800-\udfff]")
+_SPACE = re.compile(r"\s")
+_BOM = b"\xef\xbb\xbf"
+_known_keys: set[str] = set()  # keys that passed; bounded, see _remember
+
+
+@dataclass(frozen=True)
+class Limits:
+    """Size limits applied to each record."""
+
+    max_records: int = 100_000
+    max_keys: int = 256
+    max_key_length: int = 128
+    max_string_length: int = 65_536
+
+
+class Record(NamedTuple):
+    """A checked record, as a store keeps it.
+
+    Attributes:
+        id: the record's `_id`, given or generated.
+        timestamp: its `_timestamp` in microseconds since the Unix epoch.
+        body: the whole record as JSON text, times normalised to UTC.
+    """
+
+    id: str
+    timestamp: int
+    body: str
+
+
+class _DuplicateKey(ValueError):
+    pass
+
+
+def _object(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    built = dict(pairs)
+    if len(built) != len(pairs):
+        raise _DuplicateKey(f"the key {_repeated(pairs)!r} appears twice in one object")
+    return built
+
+
+def _repeated(pairs: list[tuple[str, Any]]) -> str:
+    seen: set[str] = set()
+    for key, _ in pairs:
+        if key in seen:
+            return key
+        seen.add(key)
+    raise AssertionError("no repeated key")
+
+
+def _refuse_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not a JSON number")
+
+
+_DECODER = json.JSONDecoder(object_pairs_hook=_object, parse_constant=_refuse_constant)
+
+
+def load_json(data: bytes) -> Any:
+    """Parse a JSON body, refusing what JSON or tallybook does not allow.
+
+    A leading UTF-8 byte-order mark is ignored.
+
+    Raises:
+        InvalidRequest: the body is empty, not UTF-8, not JSON, or has an
+            object with a repeated key.
+    """
+    if data.startswith(_BOM):
+        data = data[len(_BOM) :]
+    if not data.strip():
+        raise InvalidRequest("The request body is empty; send a JSON object or array.")
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise InvalidRequest(
+            f"The body is not valid UTF-8: byte {exc.start} is 0x{data[exc.start]:02x}."
+        ) from None
+    try:
+        return _DECODER.decode(text)
+    except _DuplicateKey as exc:
+        raise InvalidRequest(f"The body is not acceptable JSON: {exc}.") from None
+    except json.JSONDecodeError as exc:
+        where = f"line {exc.lineno} column {exc.colno} (character {exc.pos})"
+        raise InvalidRequest(
+            f"The body is not valid JSON: {exc.msg} at {where}."
+        ) from None
+    except (ValueError, RecursionError) as exc:
+        raise InvalidRequest(f"The body is not acceptable JSON: {exc}.") from None
+
+
+def as_batch(document: Any, *, array_required: bool = False) -> list[dict[str, Any]]:
+    """Check a document's shape: an object is a batch of one, an array a batch.
+
+    Raises:
+        InvalidRequest: a scalar, an array holding a non-object, or an object
+            where `array_required` asks for an array.
+    """
+    if isinstance(document, dict) and not array_required:
+        return [document]
+    if not isinstance(document, list):
+        wanted = "an array" if array_required else "an object or an array of objects"
+        found = _json_kind(document)
+        raise InvalidRequest(f"The body must be {wanted}, not {found}.")
+    problems = [
+        Problem(f"record {i}: is {_json_kind(item)}, not an object.", index=i)
+        for i, item in enumerate(document)
+        if not isinstance(item, dict)
+    ]
+    if problems:
+        raise InvalidRequest(_summary(problems), _capped(problems))
+    return document
+
+
+def prepare(
+    batch: list[dict[str, Any]], data_set: DataSet, limits: Limits, now: datetime
+) -> list[Record]:
+    """Check every record of a batch and turn it into store rows.
+
+    Rows come back with one row per `_id`: of two equal ids in one batch the
+    later wins.
+
+    Raises:
+        InvalidRequest: any record breaks a rule; every problem is listed.
+    """
+    if len(batch) > limits.max_records:
+        raise InvalidRequest(
+            f"The batch holds {len(batch)} records; the limit is "
+            f"{limits.max_records} per request. Split it into smaller batches."
+        )
+    checker = _Checker(data_set, limits, timestamps.to_text(now))
+    rows = list(checker.rows(batch))
+    if checker.problems:
+        raise InvalidRequest(_summary(checker.problems), _capped(checker.problems))
+    if len({row.id for row in rows}) == len(rows):
+        return rows
+    return list({row.id: row for row in rows}.values())
+
+
+class _Checker:
+    """Checks records one by one, collecting the problems of all of them."""
+
+    def __init__(self, data_set: DataSet, limits: Limits, updated_at: str) -> None:
+        self.auto_ids = data_set.auto_ids
+        self.limits = limits
+        self.updated_at = updated_at
+        self.problems: list[Problem] = []
+
+    def rows(self, batch: list[dict[str, Any]]) -> Iterator[Record]:
+        for index, record in enumerate(batch):
+            row = self.row(index, record)
+            if row is not None:
+                yield row
+
+    def row(self, index: int, record: dict[str, Any]) -> Record | None:
+        before = len(self.problems)
+        if len(record) > self.limits.max_keys:
+            self.add(
+                index,
+                None,
+                f"has {len(record)} keys; the limit is {self.limits.max_keys}.",
+            )
+            return None
+        for key, value in record.items():
+            self.check_key(index, key)
+            self.check_value(index, key, value)
+        times = self.times(index, record)
+        if len(self.problems) > before:
+            return None
+        return self.build(index, record, times)
+
+    def add(self, index: int, field: str | None, text: str) -> None:
+        where = f"record {index}: " + (f"{field} " if field else "")
+        self.problems.append(Problem(where + text, index=index, field=field))
+
+    def check_key(self, index: int, key: str) -> None:
+        if key in _known_keys:
+            return
+        if len(key) > self.limits.max_key_length:
+            self.add(
+                index,
+                key[:40] + "...",
+                f"is a key longer than {self.limits.max_key_length} characters.",
+            )
+        elif _KEY.fullmatch(key) is None:
+            self.add(
+                index,
+                key,
+                "is not a valid key; use letters, digits and '_', "
+                "not starting with a digit.",
+            )
+        elif key[0] == "_" and key not in RESERVED:
+            self.add(
+                index,
+                key,
+                "is not a recognised internal field; keys starting "
+                "with '_' must be _id, _timestamp, _start_at or _end_at.",
+            )
+        else:
+            _remember(key)
+
+    def check_value(self, index: int, key: str, value: Any) -> None:
+        kind = type(value)
+        if kind is str:
+            self.check_text(index, key, value)
+        elif kind is int:
+            if not INT64_MIN <= value <= INT64_MAX:
+                self.add(
+                    index,
+                    key,
+                    f"{value} does not fit in a 64-bit integer; send it as a string.",
+                )
+        elif kind is float:
+            if not math.isfinite(value):
+                self.add(index, key, "is not a finite number.")
+        elif kind is dict or kind is list:
+            self.add(
+                index,
+                key,
+                f"is {_json_kind(value)}; values must be strings, "
+                "numbers, booleans or null.",
+            )
+
+    def check_text(self, index: int, key: str, value: str) -> None:
+        if len(value) > self.limits.max_string_length:
+            self.add(
+                index,
+                key,
+                f"is a string of {len(value)} characters; the limit"
+                f" is {self.limits.max_string_length}.",
+            )
+        elif _BAD_TEXT.search(value) is not None:
+            self.add(
+                index,
+                key,
+                "contains U+0000 or a lone surrogate, which cannot be stored.",
+            )
+
+    def times(self, index: int, record: dict[str, Any]) -> dict[str, datetime]:
+        found: dict[str, datetime] = {}
+        for field in TIME_FIELDS:
+            if field in record:
+                moment = self.moment(index, field, record[field])
+                if moment is not None:
+                    found[field] = moment
+            elif field == "_timestamp":
+                self.add(
+                    index,
+                    field,
+                    "is missing; every record needs one, e.g. "
+                    f'"_timestamp": "{timestamps.EXAMPLE}".',
+                )
+        start, end = found.get("_start_at"), found.get("_end_at")
+        if start is not None and end is not None and end < start:
+            self.add(
+                index,
+                "_end_at",
+                f"{timestamps.to_text(end)} is before "
+                f"_start_at {timestamps.to_text(start)}.",
+            )
+        if "_id" in record:
+            self.check_id(index, record["_id"])
+        return found
+
+    def moment(self, index: int, field: str, value: Any) -> datetime | None:
+        if type(value) is not str:
+            self.add(
+                index,
+                field,
+                f"must be a date-time string such as "
+                f"{timestamps.EXAMPLE}, not {_json_kind(value)}.",
+            )
+            return None
+        try:
+            return timestamps.parse(value)
+        except timestamps.TimestampError as exc:
+            self.add(
+                index, field, f"{_quote(value)} {exc}; use e.g. {timestamps.EXAMPLE}."
+            )
+            return None
+
+    def check_id(self, index: int, value: Any) -> None:
+        if type(value) is not str:
+            self.add(index, "_id", f"must be a string, not {_json_kind(value)}.")
+        elif not value or len(value) > MAX_ID_LENGTH or _SPACE.search(value):
+            self.add(
+                index,
+                "_id",
+                f"{_quote(value)} is not a valid id; use 1 to "
+                f"{MAX_ID_LENGTH} characters with no whitespace.",
+            )
+
+    def build(
+        self, index: int, record: dict[str, Any], times: dict[str, datetime]
+    ) -> Record | None:
+        body: dict[str, Any] = {"_id": None, "_timestamp": None}
+        body.update(record)
+        for field, moment in times.items():
+            body[field] = timestamps.to_text(moment)
+        record_id = record.get("_id") or self.auto_id(index, body)
+        if record_id is None:
+            return None
+        body["_id"] = record_id
+        body["_updated_at"] = self.updated_at
+        micros = timestamps.to_micros(times["_timestamp"])
+        return Record(record_id, micros, orjson.dumps(body).decode())
+
+    def auto_id(self, index: int, body: dict[str, Any]) -> str | None:
+        if not self.auto_ids:
+            return str(uuid.uuid4())
+        missing = [field for field in self.auto_ids if field not in body]
+        if missing:
+            self.add(
+                index,
+                missing[0],
+                "is missing; it is one of the data set's "
+                "auto_ids fields, needed to make the record's _id.",
+            )
+            return None
+        joined = ".".join(_id_part(body[field]) for field in self.auto_ids)
+        return base64.b64encode(joined.encode()).decode()
+
+
+def _id_part(value: Any) -> str:
+    """Write a value as the original service did when it made auto ids."""
+    if value is None or isinstance(value, bool):
+        return str(value)
+    return value if isinstance(value, str) else repr(value)
+
+
+def _remember(key: str) -> None:
+    if len(_known_keys) < 10_000:
+        _known_keys.add(key)
+
+
+def _json_kind(value: Any) -> str:
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "a boolean"
+    if isinstance(value, int | float):
+        return "a number"
+    if isinstance(value, str):
+        return "a string"
+    return "an array" if isinstance(value, list) else "an object"
+
+
+def _quote(value: str) -> str:
+    return repr(value if len(value) <= 60 else value[:60] + "...")
+
+
+def _summary(problems: list[Problem]) -> str:
+    count = len(problems)
+    if count == 1:
+        return problems[0].message
+    bad = len({p.index for p in problems})
+    records = "record" if bad == 1 else "records"
+    return f"{count} problems in {bad} {records}; nothing was stored."
+
+
+def _capped(problems: list[Problem]) -> list[Problem]:
+    if len(problems) <= MAX_PROBLEMS:
+        return problems
+    rest = len(problems) - MAX_PROBLEMS
+    return [*problems[:MAX_PROBLEMS], Problem(f"... and {rest} more problems.")]

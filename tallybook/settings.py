@@ -1,0 +1,78 @@
+"""Every setting of tallybook, its default and its help line.
+
+Each setting can be given as a `TALLYBOOK_<NAME>` environment variable (for
+example `TALLYBOOK_STORE`, `TALLYBOOK_MAX_BODY_BYTES`); flags of
+`tallybook serve` override the environment.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+MIB = 1024 * 1024
+
+
+def _setting(default: Any, help: str) -> Any:
+    return field(default=default, metadata={"help": help})
+
+
+@dataclass(frozen=True)
+class Settings:
+    """The configuration of one tallybook service."""
+
+    store: str = _setting(
+        "tallybook.db",
+        "Where records live: a SQLite file path (the default store).",
+    )
+    host: str = _setting("127.0.0.1", "Address to listen on.")
+    port: int = _setting(8000, "TCP port to listen on.")
+    max_body_bytes: int = _setting(
+        16 * MIB, "Largest request body accepted, as sent (compressed or not)."
+    )
+    max_decoded_bytes: int = _setting(
+        64 * MIB, "Largest body accepted after gzip or deflate decoding."
+    )
+    max_records: int = _setting(100_000, "Most records accepted in one request.")
+    max_keys: int = _setting(256, "Most keys accepted in one record.")
+    max_key_length: int = _setting(128, "Longest key name accepted, in characters.")
+    max_string_length: int = _setting(
+        65_536, "Longest string value accepted, in characters."
+    )
+    log_level: str = _setting("INFO", "Logging level of `serve`.")
+
+    @classmethod
+    def from_env(
+        cls, environ: Mapping[str, str] | None = None, **overrides: Any
+    ) -> Settings:
+        """Build settings from `TALLYBOOK_*` variables, then `overrides`.
+
+        Overrides whose value is None are ignored, so unset CLI flags fall
+        back to the environment and then to the defaults.
+        """
+        environ = os.environ if environ is None else environ
+        values: dict[str, Any] = {}
+        for item in dataclasses.fields(cls):
+            raw = environ.get("TALLYBOOK_" + item.name.upper())
+            if raw is not None:
+                values[item.name] = _convert(item.name, raw, type(item.default))
+        values.update({k: v for k, v in overrides.items() if v is not None})
+        return cls(**values)
+
+    @classmethod
+    def help_lines(cls) -> dict[str, str]:
+        """Map each setting name to its help line."""
+        return {item.name: item.metadata["help"] for item in dataclasses.fields(cls)}
+
+
+def _convert(name: str, raw: str, kind: type) -> Any:
+    if kind is not int:
+        return raw
+    try:
+        return int(raw)
+    except ValueError:
+        variable = "TALLYBOOK_" + name.upper()
+        raise ValueError(f"{variable} must be a whole number, not {raw!r}.") from None

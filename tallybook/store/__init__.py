@@ -1,0 +1,26 @@
+"""Stores: where records, data sets and token hashes live."""
+
+from __future__ import annotations
+
+from tallybook.store.base import Store, TokenEntry, Window
+from tallybook.store.sqlite import SQLiteStore
+
+__all__ = ["SQLiteStore", "Store", "TokenEntry", "Window", "open_store"]
+
+
+def open_store(location: str) -> Store:
+    """Make the store that `location` names (it is opened by the caller).
+
+    A plain path, or a `sqlite:///path` URL, names a SQLite file.
+
+    Raises:
+        ValueError: the location names a store this version cannot use.
+    """
+    if location.startswith("sqlite:///"):
+        return SQLiteStore(location.removeprefix("sqlite:///"))
+    if "://" in location:
+        scheme = location.split("://", 1)[0]
+        raise ValueError(
+            f"Stores of the kind {scheme!r} are not supported; give a SQLite file path."
+        )
+    return SQLiteStore(location)

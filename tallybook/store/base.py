@@ -1,0 +1,113 @@
+"""The interface every store implements.
+
+A store keeps data sets, the hashes of their tokens, and records. Writes are
+all-or-nothing per call and return only once durable.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import AsyncIterator, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+
+from tallybook.datasets import DataSet, Grant
+from tallybook.records import Record
+
+
+@dataclass(frozen=True)
+class TokenEntry:
+    """A token as stored: its hash and what it grants.
+
+    Attributes:
+        hash: SHA-256 digest of the token value.
+        scopes: any of `read`, `write`, `admin`.
+        data_set_name: the data set it belongs to (None for admin tokens).
+        name: a label for people.
+        created_at: when it was issued.
+    """
+
+    hash: bytes
+    scopes: frozenset[str]
+    data_set_name: str | None
+    name: str
+    created_at: datetime
+
+
+@dataclass(frozen=True)
+class Window:
+    """Which records a read returns, in `_timestamp` then `_id` order.
+
+    Attributes:
+        start: lowest timestamp included, in microseconds since the epoch.
+        end: timestamp excluded and above, in microseconds since the epoch.
+        limit: most records returned; None for all.
+    """
+
+    start: int | None = None
+    end: int | None = None
+    limit: int | None = None
+
+
+class Store(ABC):
+    """Storage of data sets, tokens and records."""
+
+    async def __aenter__(self) -> Store:
+        await self.open()
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.close()
+
+    @abstractmethod
+    async def open(self) -> None:
+        """Connect, and create or check the schema."""
+
+    @abstractmethod
+    async def close(self) -> None:
+        """Finish pending writes and release every connection."""
+
+    @abstractmethod
+    async def create_data_set(self, data_set: DataSet) -> DataSet:
+        """Store a new data set and return it with its id.
+
+        Raises:
+            DataSetExists: the name is taken.
+        """
+
+    @abstractmethod
+    async def get_data_set(self, name: str) -> DataSet | None:
+        """Return the data set with this name, if any."""
+
+    @abstractmethod
+    async def list_data_sets(self) -> list[DataSet]:
+        """Return every data set, ordered by name."""
+
+    @abstractmethod
+    async def add_token(self, token: TokenEntry) -> None:
+        """Store a token hash.
+
+        Raises:
+            DataSetNotFound: its data set does not exist.
+            StoreError: the same token is stored already.
+        """
+
+    @abstractmethod
+    async def find_grant(self, token_hash: bytes) -> Grant | None:
+        """Return what the token with this hash grants, if it is known."""
+
+    @abstractmethod
+    async def write(self, data_set: DataSet, records: Sequence[Record]) -> None:
+        """Insert or replace records by `_id`, all in one transaction."""
+
+    @abstractmethod
+    async def replace(self, data_set: DataSet, records: Sequence[Record]) -> int:
+        """Replace the whole content of a data set; return its new count."""
+
+    @abstractmethod
+    async def count(self, data_set: DataSet) -> int:
+        """Return how many records the data set holds."""
+
+    @abstractmethod
+    def read(self, data_set: DataSet, window: Window) -> AsyncIterator[str]:
+        """Yield the JSON text of each record in the window, in order."""

@@ -1,0 +1,305 @@
+"""The embedded store: one SQLite file in WAL mode.
+
+Writes go through a `GroupCommitter` on one connection with
+`synchronous=FULL`, so an answer is sent only after the commit reached the
+disk. Look-ups of tokens and data sets run on a connection owned by the event
+loop (each takes microseconds); record reads stream from their own
+connection in a worker thread.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hmac
+import json
+import sqlite3
+import time
+from collections.abc import AsyncIterator, Sequence
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import anyio.to_thread
+
+from tallybook.datasets import DataSet, Grant
+from tallybook.errors import DataSetExists, DataSetNotFound, SchemaMismatch, StoreError
+from tallybook.records import Record
+from tallybook.store.base import Store, TokenEntry, Window
+from tallybook.store.group_commit import GroupCommitter
+
+SCHEMA_VERSION = 1
+_SCHEMA = """
+CREATE TABLE data_sets (
+    id INTEGER PRIMARY KEY,
+    name TEXT NOT NULL UNIQUE,
+    data_group TEXT NOT NULL,
+    data_type TEXT NOT NULL,
+    auto_ids TEXT NOT NULL DEFAULT '[]',
+    public INTEGER NOT NULL DEFAULT 0,
+    description TEXT NOT NULL DEFAULT '',
+    max_age_expected INTEGER,
+    created_at TEXT NOT NULL,
+    UNIQUE (data_group, data_type)
+);
+CREATE TABLE tokens (
+    hash BLOB PRIMARY KEY,
+    data_set_id INTEGER REFERENCES data_sets (id) ON DELETE CASCADE,
+    scopes TEXT NOT NULL,
+    name TEXT NOT NULL DEFAULT '',
+    created_at TEXT NOT NULL,
+    expires_at TEXT,
+    revoked_at TEXT
+);
+CREATE TABLE records (
+    data_set_id INTEGER NOT NULL REFERENCES data_sets (id) ON DELETE CASCADE,
+    id TEXT NOT NULL,
+    timestamp INTEGER NOT NULL,
+    updated_at INTEGER NOT NULL,
+    body TEXT NOT NULL,
+    PRIMARY KEY (data_set_id, id)
+) WITHOUT ROWID;
+CREATE INDEX records_by_time ON records (data_set_id, timestamp, id);
+"""
+_UPSERT = """
+INSERT INTO records (data_set_id, id, timestamp, updated_at, body)
+VALUES (?, ?, ?, ?, ?)
+ON CONFLICT (data_set_id, id) DO UPDATE SET
+    timestamp = excluded.timestamp,
+    updated_at = excluded.updated_at,
+    body = excluded.body
+"""
+_DATA_SET_COLUMNS = (
+    "d.id, d.data_group, d.data_type, d.auto_ids, d.public, d.description, "
+    "d.max_age_expected"
+)
+_PAGE = 1000
+
+
+class SQLiteStore(Store):
+    """A store in one SQLite database file."""
+
+    def __init__(self, path: str | Path) -> None:
+        self.path = Path(path)
+        self._committer = GroupCommitter(self._connect)
+        self._lookup: sqlite3.Connection | None = None
+
+    @property
+    def commits(self) -> int:
+        """How many write transactions were committed since `open`."""
+        return self._committer.commits
+
+    async def open(self) -> None:
+        """Create the file and schema if needed, and start the writer."""
+        self._lookup = self._connect()
+        _apply_schema(self._lookup)
+        self._committer.start()
+
+    async def close(self) -> None:
+        """Finish queued writes and close every connection."""
+        await anyio.to_thread.run_sync(self._committer.stop)
+        if self._lookup is not None:
+            self._lookup.close()
+            self._lookup = None
+
+    def _connect(self) -> sqlite3.Connection:
+        try:
+            connection = sqlite3.connect(
+                self.path, isolation_level=None, check_same_thread=False
+            )
+            connection.execute("PRAGMA journal_mode = WAL")
+        except sqlite3.Error as exc:
+            raise StoreError(
+                f"cannot open the SQLite store {self.path}: {exc}"
+            ) from exc
+        # FULL makes each commit wait for the WAL to reach the disk: the
+        # durability promised before any 200 is sent.
+        connection.execute("PRAGMA synchronous = FULL")
+        connection.execute("PRAGMA foreign_keys = ON")
+        connection.execute("PRAGMA busy_timeout = 10000")
+        connection.execute("PRAGMA cache_size = -65536")
+        return connection
+
+    @property
+    def _db(self) -> sqlite3.Connection:
+        if self._lookup is None:
+            raise StoreError("the store is not open")
+        return self._lookup
+
+    async def create_data_set(self, data_set: DataSet) -> DataSet:
+        """Store a new data set; raise DataSetExists if the name is taken."""
+        return await self._committer.run(lambda db: _insert_data_set(db, data_set))
+
+    async def get_data_set(self, name: str) -> DataSet | None:
+        """Return the data set with this name, if any."""
+        row = self._db.execute(
+            f"SELECT {_DATA_SET_COLUMNS} FROM data_sets d WHERE d.name = ?", (name,)
+        ).fetchone()
+        return None if row is None else _data_set(row)
+
+    async def list_data_sets(self) -> list[DataSet]:
+        """Return every data set, ordered by name."""
+        rows = self._db.execute(
+            f"SELECT {_DATA_SET_COLUMNS} FROM data_sets d ORDER BY d.name"
+        ).fetchall()
+        return [_data_set(row) for row in rows]
+
+    async def add_token(self, token: TokenEntry) -> None:
+        """Store a token hash for its data set."""
+        await self._committer.run(lambda db: _insert_token(db, token))
+
+    async def find_grant(self, token_hash: bytes) -> Grant | None:
+        """Return what the token with this hash grants, if it is known."""
+        row = self._db.execute(
+            "SELECT t.hash, t.scopes, t.expires_at, t.revoked_at, d.id IS NOT NULL, "
+            f"{_DATA_SET_COLUMNS} FROM tokens t "
+            "LEFT JOIN data_sets d ON d.id = t.data_set_id WHERE t.hash = ?",
+            (token_hash,),
+        ).fetchone()
+        if row is None or not hmac.compare_digest(row[0], token_hash):
+            return None
+        return Grant(
+            scopes=frozenset(row[1].split(",")),
+            data_set=_data_set(row[5:]) if row[4] else None,
+            expires_at=_moment(row[2]),
+            revoked_at=_moment(row[3]),
+        )
+
+    async def write(self, data_set: DataSet, records: Sequence[Record]) -> None:
+        """Insert or replace records by `_id` in one transaction."""
+        if records:
+            await self._committer.run(lambda db: _upsert(db, data_set, records))
+
+    async def replace(self, data_set: DataSet, records: Sequence[Record]) -> int:
+        """Replace the data set's records; return its new count."""
+        return await self._committer.run(lambda db: _replace(db, data_set, records))
+
+    async def count(self, data_set: DataSet) -> int:
+        """Return how many records the data set holds."""
+        row = self._db.execute(
+            "SELECT count(*) FROM records WHERE data_set_id = ?", (data_set.id,)
+        ).fetchone()
+        return int(row[0])
+
+    async def read(self, data_set: DataSet, window: Window) -> AsyncIterator[str]:
+        """Yield each record's JSON in `_timestamp`, `_id` order."""
+        cursor = await anyio.to_thread.run_sync(self._select, data_set, window)
+        try:
+            while rows := await anyio.to_thread.run_sync(cursor.fetchmany, _PAGE):
+                for (body,) in rows:
+                    yield body
+        finally:
+            cursor.connection.close()
+
+    def _select(self, data_set: DataSet, window: Window) -> sqlite3.Cursor:
+        where, values = ["data_set_id = ?"], [data_set.id]
+        if window.start is not None:
+            where.append("timestamp >= ?")
+            values.append(window.start)
+        if window.end is not None:
+            where.append("timestamp < ?")
+            values.append(window.end)
+        values.append(-1 if window.limit is None else window.limit)
+        sql = (
+            f"SELECT body FROM records WHERE {' AND '.join(where)} "
+            "ORDER BY timestamp, id LIMIT ?"
+        )
+        return self._connect().execute(sql, values)
+
+
+def _apply_schema(connection: sqlite3.Connection) -> None:
+    version = connection.execute("PRAGMA user_version").fetchone()[0]
+    if version == SCHEMA_VERSION:
+        return
+    if version != 0:
+        raise SchemaMismatch(
+            f"the SQLite store has schema version {version}; this tallybook "
+            f"uses version {SCHEMA_VERSION}."
+        )
+    connection.execute("BEGIN IMMEDIATE")
+    for statement in _SCHEMA.split(";"):
+        if statement.strip():
+            connection.execute(statement)
+    connection.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+    connection.execute("COMMIT")
+
+
+def _insert_data_set(db: sqlite3.Connection, data_set: DataSet) -> DataSet:
+    try:
+        cursor = db.execute(
+            "INSERT INTO data_sets (name, data_group, data_type, auto_ids, public, "
+            "description, max_age_expected, created_at) VALUES (?,?,?,?,?,?,?,?)",
+            (
+                data_set.name,
+                data_set.group,
+                data_set.type,
+                json.dumps(list(data_set.auto_ids)),
+                int(data_set.public),
+                data_set.description,
+                data_set.max_age_expected,
+                datetime.now(UTC).isoformat(),
+            ),
+        )
+    except sqlite3.IntegrityError as exc:
+        raise DataSetExists(f"the data set {data_set.name} exists already") from exc
+    return dataclasses.replace(data_set, id=cursor.lastrowid)
+
+
+def _insert_token(db: sqlite3.Connection, token: TokenEntry) -> None:
+    data_set_id = None
+    if token.data_set_name is not None:
+        row = db.execute(
+            "SELECT id FROM data_sets WHERE name = ?", (token.data_set_name,)
+        ).fetchone()
+        if row is None:
+            raise DataSetNotFound(f"no data set is named {token.data_set_name}")
+        data_set_id = row[0]
+    try:
+        db.execute(
+            "INSERT INTO tokens (hash, data_set_id, scopes, name, created_at) "
+            "VALUES (?,?,?,?,?)",
+            (
+                token.hash,
+                data_set_id,
+                ",".join(sorted(token.scopes)),
+                token.name,
+                token.created_at.isoformat(),
+            ),
+        )
+    except sqlite3.IntegrityError as exc:
+        raise StoreError("this token value is in use already") from exc
+
+
+def _upsert(
+    db: sqlite3.Connection, data_set: DataSet, records: Sequence[Record]
+) -> None:
+    now = time.time_ns() // 1000
+    ds = data_set.id
+    db.executemany(_UPSERT, [(ds, r.id, r.timestamp, now, r.body) for r in records])
+
+
+def _replace(
+    db: sqlite3.Connection, data_set: DataSet, records: Sequence[Record]
+) -> int:
+    db.execute("DELETE FROM records WHERE data_set_id = ?", (data_set.id,))
+    _upsert(db, data_set, records)
+    row = db.execute(
+        "SELECT count(*) FROM records WHERE data_set_id = ?", (data_set.id,)
+    ).fetchone()
+    return int(row[0])
+
+
+def _data_set(row: Sequence[Any]) -> DataSet:
+    data_set_id, group, type_, auto_ids, public, description, max_age = row
+    return DataSet(
+        group=group,
+        type=type_,
+        auto_ids=tuple(json.loads(auto_ids)),
+        public=bool(public),
+        description=description,
+        max_age_expected=max_age,
+        id=data_set_id,
+    )
+
+
+def _moment(text: str | None) -> datetime | None:
+    return None if text is None else datetime.fromisoformat(text)

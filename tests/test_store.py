@@ -1,0 +1,165 @@
+"""The store contract: every store must pass these (SQLite for now)."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable, Iterator
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tallybook.datasets import READ, WRITE, DataSet, hash_token
+from tallybook.errors import DataSetExists, DataSetNotFound, StoreError
+from tallybook.records import Record
+from tallybook.store import SQLiteStore, Store, TokenEntry, Window
+
+Scenario = Callable[[Store], Awaitable[Any]]
+DS = DataSet(group="g", type="t", auto_ids=("a", "b"), description="d")
+
+
+@pytest.fixture(params=["sqlite"])
+def make_store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Any]:
+    def make() -> Store:
+        return SQLiteStore(tmp_path / "store.db")
+
+    yield make
+
+
+def run(make_store: Callable[[], Store], scenario: Scenario) -> Any:
+    async def inside() -> Any:
+        async with make_store() as store:
+            return await scenario(store)
+
+    return asyncio.run(inside())
+
+
+def _record(record_id: str, day: int = 1, body: str = "{}") -> Record:
+    return Record(record_id, day * 86_400_000_000, body)
+
+
+EVERYTHING = Window()
+
+
+async def _read(
+    store: Store, data_set: DataSet, window: Window = EVERYTHING
+) -> list[str]:
+    return [body async for body in store.read(data_set, window)]
+
+
+def test_store_data_set_round_trip(make_store: Callable[[], Store]) -> None:
+    async def scenario(store: Store) -> Any:
+        created = await store.create_data_set(DS)
+        return created, await store.get_data_set("g_t"), await store.list_data_sets()
+
+    created, found, listed = run(make_store, scenario)
+    assert created == found == DS and created.id is not None
+    assert listed == [DS]
+
+
+def test_store_data_set_name_is_unique(make_store: Callable[[], Store]) -> None:
+    async def scenario(store: Store) -> None:
+        await store.create_data_set(DS)
+        await store.create_data_set(DataSet(group="g", type="t"))
+
+    with pytest.raises(DataSetExists):
+        run(make_store, scenario)
+
+
+def test_store_token_grant(make_store: Callable[[], Store]) -> None:
+    entry = TokenEntry(hash_token("x"), frozenset((READ, WRITE)), "g_t", "n",
+                       datetime.now(UTC))  # fmt: skip
+
+    async def scenario(store: Store) -> Any:
+        await store.create_data_set(DS)
+        await store.add_token(entry)
+        return await store.find_grant(hash_token("x")), await store.find_grant(b"y")
+
+    grant, missing = run(make_store, scenario)
+    assert (grant.scopes, grant.data_set, missing) == ({READ, WRITE}, DS, None)
+
+
+def test_store_token_for_missing_data_set(make_store: Callable[[], Store]) -> None:
+    entry = TokenEntry(hash_token("x"), frozenset((READ,)), "nope_x", "",
+                       datetime.now(UTC))  # fmt: skip
+    with pytest.raises(DataSetNotFound):
+        run(make_store, lambda store: store.add_token(entry))
+
+
+def test_store_write_upserts_and_reads_in_order(
+    make_store: Callable[[], Store],
+) -> None:
+    async def scenario(store: Store) -> Any:
+        ds = await store.create_data_set(DS)
+        await store.write(ds, [_record("b", 2, '{"v":1}'), _record("a", 3)])
+        await store.write(ds, [_record("b", 4, '{"v":2}')])
+        return await _read(store, ds), await store.count(ds)
+
+    assert run(make_store, scenario) == (["{}", '{"v":2}'], 2)
+
+
+def test_store_read_window(make_store: Callable[[], Store]) -> None:
+    day = 86_400_000_000
+
+    async def scenario(store: Store) -> Any:
+        ds = await store.create_data_set(DS)
+        await store.write(ds, [_record(str(i), i, f'"{i}"') for i in range(6)])
+        return await _read(store, ds, Window(start=day, end=4 * day, limit=2))
+
+    assert run(make_store, scenario) == ['"1"', '"2"']
+
+
+def test_store_replace(make_store: Callable[[], Store]) -> None:
+    async def scenario(store: Store) -> Any:
+        ds = await store.create_data_set(DS)
+        await store.write(ds, [_record("a"), _record("b")])
+        count = await store.replace(ds, [_record("c")])
+        return count, await _read(store, ds, Window())
+
+    assert run(make_store, scenario) == (1, ["{}"])
+
+
+def test_store_failed_write_changes_nothing(make_store: Callable[[], Store]) -> None:
+    ghost = DataSet(group="no", type="where", id=9999)
+
+    async def scenario(store: Store) -> Any:
+        ds = await store.create_data_set(DS)
+        await store.write(ds, [_record("a")])
+        with pytest.raises(StoreError):
+            await store.replace(ghost, [_record("x")])
+        return await store.count(ds)
+
+    assert run(make_store, scenario) == 1
+
+
+def test_store_writes_survive_reopening(make_store: Callable[[], Store]) -> None:
+    async def write(store: Store) -> None:
+        ds = await store.create_data_set(DS)
+        await store.write(ds, [_record("a")])
+
+    async def count(store: Store) -> int:
+        ds = await store.get_data_set("g_t")
+        assert ds is not None
+        return await store.count(ds)
+
+    run(make_store, write)
+    assert run(make_store, count) == 1
+
+
+def test_store_sqlite_concurrent_writes_share_commits(tmp_path: Path) -> None:
+    store = SQLiteStore(tmp_path / "group.db")
+    ghost = DataSet(group="no", type="where", id=9999)
+
+    async def scenario() -> list[Any]:
+        async with store:
+            ds = await store.create_data_set(DS)
+            writes = [store.write(ds, [_record(f"r{i}")]) for i in range(50)]
+            writes.insert(25, store.write(ghost, [_record("x")]))
+            outcomes = await asyncio.gather(*writes, return_exceptions=True)
+            return [*outcomes, await store.count(ds)]
+
+    *outcomes, count = asyncio.run(scenario())
+    assert count == 50
+    assert [type(o) for o in outcomes if o is not None] == [StoreError]
+    assert store.commits < 51
