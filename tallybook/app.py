@@ -16,6 +16,7 @@ from starlette.routing import Route
 from tallybook.datasets import NAME_PATTERN
 from tallybook.errors import MethodNotAllowed, NotFound, RequestError
 from tallybook.http import data, status
+from tallybook.http.batches import BatchParser
 from tallybook.http.middleware import RequestLog
 from tallybook.http.responses import error_response
 from tallybook.records import Limits
@@ -53,10 +54,21 @@ def create_app(
     settings = settings or Settings.from_env()
     store = store or open_store(settings.store)
 
+    limits = Limits(
+        max_records=settings.max_records,
+        max_keys=settings.max_keys,
+        max_key_length=settings.max_key_length,
+        max_string_length=settings.max_string_length,
+    )
+    parser = BatchParser(limits, settings.parse_workers, settings.parse_offload_bytes)
+
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         async with store:
-            yield
+            try:
+                yield
+            finally:
+                parser.close()
 
     app = Starlette(
         routes=_routes(),
@@ -69,12 +81,7 @@ def create_app(
     )
     app.state.settings = settings
     app.state.store = store
-    app.state.limits = Limits(
-        max_records=settings.max_records,
-        max_keys=settings.max_keys,
-        max_key_length=settings.max_key_length,
-        max_string_length=settings.max_string_length,
-    )
+    app.state.parser = parser
     return app
 
 

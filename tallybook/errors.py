@@ -24,6 +24,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 
 @dataclass(frozen=True, slots=True)
@@ -60,6 +61,10 @@ class RequestError(TallybookError):
         self.message = message
         self.problems = list(problems) or [Problem(message)]
         self.headers = dict(headers or {})
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        # Keep the problems when the error crosses a process boundary.
+        return (type(self), (self.message, self.problems, self.headers))
 
 
 class InvalidRequest(RequestError):

@@ -15,7 +15,6 @@ import re
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
-from datetime import datetime
 from typing import Any, NamedTuple
 
 import orjson
@@ -25,6 +24,8 @@ from tallybook.datasets import DataSet
 from tallybook.errors import InvalidRequest, Problem
 
 TIME_FIELDS = ("_timestamp", "_start_at", "_end_at")
+TIMESTAMP = ("_timestamp",)
+PERIOD_FIELDS = frozenset(("_start_at", "_end_at"))
 RESERVED = frozenset((*TIME_FIELDS, "_id"))
 MAX_ID_LENGTH = 512
 MAX_PROBLEMS = 100
@@ -61,6 +62,9 @@ class Record(NamedTuple):
     body: str
 
 
+Moment = tuple[str, int]  # a date-time as answers write it, and in microseconds
+
+
 class _DuplicateKey(ValueError):
     pass
 
@@ -86,6 +90,18 @@ def _refuse_constant(name: str) -> Any:
 
 
 _DECODER = json.JSONDecoder(object_pairs_hook=_object, parse_constant=_refuse_constant)
+
+
+def parse(
+    body: bytes, data_set: DataSet, limits: Limits, *, array_required: bool = False
+) -> list[Record]:
+    """Turn a request body into checked rows: `load_json`, `as_batch`, `prepare`.
+
+    Raises:
+        InvalidRequest: any problem with the body or its records.
+    """
+    batch = as_batch(load_json(body), array_required=array_required)
+    return prepare(batch, data_set, limits)
 
 
 def load_json(data: bytes) -> Any:
@@ -144,7 +160,7 @@ def as_batch(document: Any, *, array_required: bool = False) -> list[dict[str, A
 
 
 def prepare(
-    batch: list[dict[str, Any]], data_set: DataSet, limits: Limits, now: datetime
+    batch: list[dict[str, Any]], data_set: DataSet, limits: Limits
 ) -> list[Record]:
     """Check every record of a batch and turn it into store rows.
 
@@ -159,7 +175,7 @@ def prepare(
             f"The batch holds {len(batch)} records; the limit is "
             f"{limits.max_records} per request. Split it into smaller batches."
         )
-    checker = _Checker(data_set, limits, timestamps.to_text(now))
+    checker = _Checker(data_set, limits)
     rows = list(checker.rows(batch))
     if checker.problems:
         raise InvalidRequest(_summary(checker.problems), _capped(checker.problems))
@@ -171,10 +187,9 @@ def prepare(
 class _Checker:
     """Checks records one by one, collecting the problems of all of them."""
 
-    def __init__(self, data_set: DataSet, limits: Limits, updated_at: str) -> None:
+    def __init__(self, data_set: DataSet, limits: Limits) -> None:
         self.auto_ids = data_set.auto_ids
         self.limits = limits
-        self.updated_at = updated_at
         self.problems: list[Problem] = []
 
     def rows(self, batch: list[dict[str, Any]]) -> Iterator[Record]:
@@ -193,12 +208,30 @@ class _Checker:
             )
             return None
         for key, value in record.items():
-            self.check_key(index, key)
-            self.check_value(index, key, value)
+            if key not in _known_keys:
+                self.check_key(index, key)
+            if not self.plain(value):
+                self.check_value(index, key, value)
         times = self.times(index, record)
         if len(self.problems) > before:
             return None
         return self.build(index, record, times)
+
+    def plain(self, value: Any) -> bool:
+        """Whether a value is fine: the quick check run on every value."""
+        kind = type(value)
+        if kind is str:
+            if len(value) > self.limits.max_string_length:
+                return False
+            if value.isascii():
+                return "\x00" not in value
+            return _BAD_TEXT.search(value) is None
+        if kind is int:
+            fits: bool = INT64_MIN <= value <= INT64_MAX
+            return fits
+        if kind is float:
+            return math.isfinite(value)
+        return kind is bool or value is None
 
     def add(self, index: int, field: str | None, text: str) -> None:
         where = f"record {index}: " + (f"{field} " if field else "")
@@ -267,33 +300,32 @@ class _Checker:
                 "contains U+0000 or a lone surrogate, which cannot be stored.",
             )
 
-    def times(self, index: int, record: dict[str, Any]) -> dict[str, datetime]:
-        found: dict[str, datetime] = {}
-        for field in TIME_FIELDS:
+    def times(self, index: int, record: dict[str, Any]) -> dict[str, Moment]:
+        found: dict[str, Moment] = {}
+        if "_timestamp" not in record:
+            self.add(
+                index,
+                "_timestamp",
+                "is missing; every record needs one, e.g. "
+                f'"_timestamp": "{timestamps.EXAMPLE}".',
+            )
+        fields = TIME_FIELDS if len(record.keys() & PERIOD_FIELDS) else TIMESTAMP
+        for field in fields:
             if field in record:
                 moment = self.moment(index, field, record[field])
                 if moment is not None:
                     found[field] = moment
-            elif field == "_timestamp":
-                self.add(
-                    index,
-                    field,
-                    "is missing; every record needs one, e.g. "
-                    f'"_timestamp": "{timestamps.EXAMPLE}".',
-                )
-        start, end = found.get("_start_at"), found.get("_end_at")
-        if start is not None and end is not None and end < start:
-            self.add(
-                index,
-                "_end_at",
-                f"{timestamps.to_text(end)} is before "
-                f"_start_at {timestamps.to_text(start)}.",
-            )
+        if "_start_at" in found and "_end_at" in found:
+            self.check_period(index, found["_start_at"], found["_end_at"])
         if "_id" in record:
             self.check_id(index, record["_id"])
         return found
 
-    def moment(self, index: int, field: str, value: Any) -> datetime | None:
+    def check_period(self, index: int, start: Moment, end: Moment) -> None:
+        if end[1] < start[1]:
+            self.add(index, "_end_at", f"{end[0]} is before _start_at {start[0]}.")
+
+    def moment(self, index: int, field: str, value: Any) -> Moment | None:
         if type(value) is not str:
             self.add(
                 index,
@@ -303,7 +335,7 @@ class _Checker:
             )
             return None
         try:
-            return timestamps.parse(value)
+            return timestamps.normalise(value)
         except timestamps.TimestampError as exc:
             self.add(
                 index, field, f"{_quote(value)} {exc}; use e.g. {timestamps.EXAMPLE}."
@@ -322,19 +354,16 @@ class _Checker:
             )
 
     def build(
-        self, index: int, record: dict[str, Any], times: dict[str, datetime]
+        self, index: int, record: dict[str, Any], times: dict[str, Moment]
     ) -> Record | None:
-        body: dict[str, Any] = {"_id": None, "_timestamp": None}
-        body.update(record)
-        for field, moment in times.items():
-            body[field] = timestamps.to_text(moment)
+        body = dict(record)
+        for field, (text, _) in times.items():
+            body[field] = text
         record_id = record.get("_id") or self.auto_id(index, body)
         if record_id is None:
             return None
         body["_id"] = record_id
-        body["_updated_at"] = self.updated_at
-        micros = timestamps.to_micros(times["_timestamp"])
-        return Record(record_id, micros, orjson.dumps(body).decode())
+        return Record(record_id, times["_timestamp"][1], orjson.dumps(body).decode())
 
     def auto_id(self, index: int, body: dict[str, Any]) -> str | None:
         if not self.auto_ids:

@@ -42,6 +42,12 @@ class Settings:
     max_string_length: int = _setting(
         65_536, "Longest string value accepted, in characters."
     )
+    parse_workers: int = _setting(
+        1, "Helper processes that parse large bodies; 0 parses in the server."
+    )
+    parse_offload_bytes: int = _setting(
+        32 * 1024, "Bodies at least this large are parsed in a helper process."
+    )
     log_level: str = _setting("INFO", "Logging level of `serve`.")
 
     @classmethod

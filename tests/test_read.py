@@ -49,7 +49,6 @@ def test_read_record_shape(client: TestClient) -> None:
     record = {"_id": "x", "_timestamp": "2014-01-06T01:00:00+01:00", "count": 3}
     client.post(PATH, json=record, headers=auth())
     [back] = client.get(PATH, headers=READ).json()["data"]
-    assert back.pop("_updated_at").endswith("+00:00")
     assert back == {"_id": "x", "_timestamp": "2014-01-06T00:00:00+00:00", "count": 3}
 
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
-from datetime import UTC, datetime
 
 from starlette.requests import Request
 from starlette.responses import Response, StreamingResponse
@@ -11,6 +10,7 @@ from starlette.responses import Response, StreamingResponse
 from tallybook import query, records
 from tallybook.datasets import READ, WRITE, DataSet, data_set_name
 from tallybook.http.auth import authorise
+from tallybook.http.batches import BatchParser
 from tallybook.http.body import check_json_type, read_body
 from tallybook.http.responses import json_response
 from tallybook.settings import Settings
@@ -78,10 +78,8 @@ async def _rows(
     check_json_type(request)
 
     body = await read_body(request, settings)
-    document = records.load_json(body)
-
-    batch = records.as_batch(document, array_required=array_required)
-    return records.prepare(batch, data_set, request.app.state.limits, datetime.now(UTC))
+    parser: BatchParser = request.app.state.parser
+    return await parser.parse(body, data_set, array_required=array_required)
 
 
 async def _data_document(bodies: AsyncIterator[str]) -> AsyncIterator[bytes]:
