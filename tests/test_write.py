@@ -266,3 +266,27 @@ def test_write_decoded_size_cap(limited: Callable[..., TestClient]) -> None:
     body = gzip.compress(b"[" + b" " * 2000 + b"]")
     headers = {**auth(), "Content-Encoding": "gzip"}
     assert client.post(PATH, content=body, headers=headers).status_code == 413
+
+
+def test_write_large_body_problems_come_back_from_helper(client: TestClient) -> None:
+    batch = [{"_timestamp": DAY, "_id": f"ok-{i}", "pad": "x" * 40} for i in range(900)]
+    batch[700]["_timestamp"] = "2014-02-30T00:00:00Z"
+    answer = _post(client, batch)
+    assert answer.status_code == 400
+    assert answer.json()["errors"] == [
+        {
+            "index": 700,
+            "field": "_timestamp",
+            "message": "record 700: _timestamp '2014-02-30T00:00:00Z' is not a "
+            "possible date and time; use e.g. 2015-01-01T00:00:00Z.",
+        }
+    ]
+
+
+def test_write_large_body_parsed_in_place_without_helpers(
+    limited: Callable[..., TestClient],
+) -> None:
+    client = limited(parse_workers=0)
+    batch = [{"_timestamp": DAY, "_id": f"r{i}", "pad": "x" * 40} for i in range(900)]
+    assert _post(client, batch).status_code == 200
+    assert len(_ids(client)) == 900
