@@ -1,14 +1,17 @@
 """Ingest benchmark: records per second through a real tallybook server.
 
 Starts `tallybook serve` (uvicorn) or granian on a free 127.0.0.1 port with a
-fresh SQLite store in a temporary directory, loads it with batches of 1,000,
+fresh SQLite store in a temporary directory (or a fresh schema in the
+PostgreSQL database given with `--postgres`), loads it with batches of 1,000,
 100 and 10,000 records and with single-record requests, prints a table
 against the targets, then stops the server with SIGTERM and counts the stored
-records with sqlite3. Every load is bounded in time (`--seconds`) and in
+records in the store. Every load is bounded in time (`--seconds`) and in
 request count, and stops by itself. Only 127.0.0.1 is ever contacted.
 
     python bench/ingest.py                      # uvicorn, 10 s per case
     python bench/ingest.py --server granian --seconds 5
+    python bench/ingest.py --postgres postgresql://postgres@127.0.0.1:5432/test
+    python bench/ingest.py --postgres URL --workers 2
 
 The load comes from wrk (Debian package `wrk`) with a generated Lua script;
 without wrk, or with `--generator python`, from a lean asyncio client in this
@@ -40,6 +43,8 @@ from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import asyncpg
+
 HOST = "127.0.0.1"
 GROUP = "bench-group"
 TYPE = "bench-type"
@@ -48,10 +53,21 @@ TIMESTAMP = "2014-01-06T00:00:00Z"
 SINGLE_CONNECTIONS = 32
 # Safety bound on the requests of one case, far above any rate seen here.
 MAX_RECORDS_PER_SECOND = 1_000_000
-TARGET_BATCH_RECORDS = 80_000  # records/s, 1,000-record batches
-TARGET_SINGLE_REQUESTS = 2_000  # acknowledged requests/s, one record each
-CEILING_BATCH_RECORDS = 125_000  # SQLite alone, 1,000-record batches
-CEILING_SINGLE_REQUESTS = 12_000  # single records with group commit
+
+
+@dataclass(frozen=True)
+class Goals:
+    """Targets (issues) and ceilings (machine notes) for one kind of store."""
+
+    store: str
+    batch_records: int  # target, records/s, 1,000-record batches
+    single_requests: int  # target, acknowledged requests/s, one record each
+    batch_ceiling: int  # the store alone, 1,000-record batches
+    single_ceiling: int  # single records with group commit
+
+
+SQLITE_GOALS = Goals("SQLite", 80_000, 2_000, 125_000, 12_000)
+POSTGRES_GOALS = Goals("PostgreSQL (1 worker)", 30_000, 1_500, 37_000, 7_600)
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 WRK_HINT = "wrk not found: install it with `apt-get install wrk` (Debian package)."
 
@@ -145,20 +161,23 @@ def tool(name: str) -> str:
     return found
 
 
-def create_data_set(store: Path, token: str) -> None:
-    create = [tool("tallybook"), "datasets", "create", GROUP, TYPE]
-    subprocess.run(
-        [*create, "--token", token, "--store", str(store)],
-        check=True,
-        stdout=subprocess.DEVNULL,
-        timeout=60,
-    )
+def create_data_set(store: str, token: str) -> None:
+    for command in (
+        ["migrate"],
+        ["datasets", "create", GROUP, TYPE, "--token", token],
+    ):
+        subprocess.run(
+            [tool("tallybook"), *command, "--store", store],
+            check=True,
+            stdout=subprocess.DEVNULL,
+            timeout=60,
+        )
 
 
-def server_command(kind: str, store: Path, port: int) -> list[str]:
+def server_command(kind: str, store: str, port: int, workers: int) -> list[str]:
     if kind == "uvicorn":
-        serve = [tool("tallybook"), "serve", "--store", str(store)]
-        return [*serve, "--host", HOST, "--port", str(port)]
+        serve = [tool("tallybook"), "serve", "--store", store]
+        return [*serve, "--host", HOST, "--port", str(port), "--workers", str(workers)]
     return [
         tool("granian"),
         "--interface",
@@ -535,7 +554,7 @@ def ratio(value: float, target: float) -> str:
     return f"{value / target:.2f}x"
 
 
-def print_table(results: Sequence[Result]) -> None:
+def print_table(results: Sequence[Result], goals: Goals) -> None:
     print()
     print(
         f"{'case':<14}{'gen':<7}{'conns':>6}{'requests/s':>12}{'records/s':>11}"
@@ -573,21 +592,22 @@ def print_table(results: Sequence[Result]) -> None:
         value = by_name["batch-1000"].records_per_second
         print(
             f"{'1,000-record batches, records/s':<40}{value:>11,.0f}"
-            f"{TARGET_BATCH_RECORDS:>9,}{ratio(value, TARGET_BATCH_RECORDS):>7}"
-            f"{CEILING_BATCH_RECORDS:>9,}  ({ratio(value, CEILING_BATCH_RECORDS)}"
-            " of SQLite alone)"
+            f"{goals.batch_records:>9,}{ratio(value, goals.batch_records):>7}"
+            f"{goals.batch_ceiling:>9,}  ({ratio(value, goals.batch_ceiling)}"
+            f" of {goals.store} alone)"
         )
     if "single" in by_name:
         value = by_name["single"].requests_per_second
         print(
             f"{'single records, acknowledged requests/s':<40}{value:>11,.0f}"
-            f"{TARGET_SINGLE_REQUESTS:>9,}{ratio(value, TARGET_SINGLE_REQUESTS):>7}"
-            f"{CEILING_SINGLE_REQUESTS:>9,}  ({ratio(value, CEILING_SINGLE_REQUESTS)}"
+            f"{goals.single_requests:>9,}{ratio(value, goals.single_requests):>7}"
+            f"{goals.single_ceiling:>9,}  ({ratio(value, goals.single_ceiling)}"
             " of the group-commit ceiling)"
         )
     print(
-        "ceilings (machine notes): SQLite, 1,000-record batches ~125k records/s; "
-        "single records with group commit ~12k requests/s"
+        f"ceilings (machine notes), {goals.store}: 1,000-record batches "
+        f"~{goals.batch_ceiling:,} records/s; single records with group commit "
+        f"~{goals.single_ceiling:,} requests/s"
     )
     for r in results:
         if r.other or r.socket_errors:
@@ -600,14 +620,48 @@ def print_table(results: Sequence[Result]) -> None:
             print(f"{r.case.name}: stopped by the request cap, not by time")
 
 
-def count_stored(store: Path) -> int:
+COUNT = (
+    "SELECT count(*) FROM records r JOIN data_sets d ON d.id = r.data_set_id "
+    "WHERE d.data_group = {} AND d.data_type = {}"
+)
+
+
+def count_stored(store: str) -> int:
+    if store.startswith("postgresql://"):
+        return asyncio.run(_count_postgres(store))
     with contextlib.closing(sqlite3.connect(f"file:{store}?mode=ro", uri=True)) as db:
-        row = db.execute(
-            "SELECT count(*) FROM records r JOIN data_sets d ON d.id = r.data_set_id "
-            "WHERE d.data_group = ? AND d.data_type = ?",
-            (GROUP, TYPE),
-        ).fetchone()
+        row = db.execute(COUNT.format("?", "?"), (GROUP, TYPE)).fetchone()
     return int(row[0])
+
+
+async def _count_postgres(url: str) -> int:
+    connection = await asyncpg.connect(url)
+    try:
+        return int(await connection.fetchval(COUNT.format("$1", "$2"), GROUP, TYPE))
+    finally:
+        await connection.close()
+
+
+@contextlib.contextmanager
+def bench_store(args: argparse.Namespace, work: Path) -> Iterator[str]:
+    """The store to load: a SQLite file, or a new schema in --postgres."""
+    if not args.postgres:
+        yield str(work / "bench.db")
+        return
+    schema = "bench_" + secrets.token_hex(6)
+    asyncio.run(_postgres(args.postgres, f"CREATE SCHEMA {schema}"))
+    try:
+        yield f"{args.postgres}?search_path={schema}"
+    finally:
+        asyncio.run(_postgres(args.postgres, f"DROP SCHEMA {schema} CASCADE"))
+
+
+async def _postgres(url: str, sql: str) -> None:
+    connection = await asyncpg.connect(url)
+    try:
+        await connection.execute(sql)
+    finally:
+        await connection.close()
 
 
 def log_summary(log: Path) -> None:
@@ -651,6 +705,13 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument(
         "--profile", metavar="DIR", help="sample the server with py-spy into DIR"
     )
+    parser.add_argument(
+        "--postgres",
+        metavar="URL",
+        help="load a new schema in this PostgreSQL database instead of SQLite, "
+        "e.g. postgresql://postgres@127.0.0.1:5432/test",
+    )
+    parser.add_argument("--workers", type=int, default=1, help="server processes")
     parser.add_argument("--dir", help="parent of the temporary directory")
     parser.add_argument("--keep", action="store_true", help="keep the directory")
     args = parser.parse_args(argv)
@@ -672,76 +733,81 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
     work = Path(tempfile.mkdtemp(prefix="tallybook-bench-", dir=args.dir))
-    store = work / "bench.db"
     token = "tb_" + secrets.token_urlsafe(32)
+    goals = POSTGRES_GOALS if args.postgres else SQLITE_GOALS
     try:
-        create_data_set(store, token)
-        port = free_port()
-        env = dict(os.environ, TALLYBOOK_STORE=str(store))
-        if args.log_level:
-            env["TALLYBOOK_LOG_LEVEL"] = args.log_level
-        command = server_command(args.server, store, port)
-        log = work / "server.log"
-        print(f"machine: {os.cpu_count()} CPUs, Python {sys.version.split()[0]}")
-        print(f"server:  {' '.join(command)}")
-        print(f"store:   {store}; load generator: {args.generator}")
-        with log.open("wb") as log_file:
-            server = subprocess.Popen(
-                command, env=env, stdout=log_file, stderr=subprocess.STDOUT
-            )
-        try:
-            wait_ready(f"http://{HOST}:{port}", server, 30)
-            print(f"server pid {server.pid} ready on {HOST}:{port}")
-            results = []
-            for name in args.cases:
-                batch = CASES[name]
-                conns = SINGLE_CONNECTIONS if batch is None else args.batch_connections
-                case = Case(name, batch, conns)
-                waited = settle(server.pid)
-                if waited > 0.5:
-                    print(f"  (waited {waited:.1f} s for the server to go idle)")
-                result = measure(case, server, port, args, token, work)
-                print(
-                    f"  {name}: {result.records_per_second:,.0f} records/s, "
-                    f"{result.requests_per_second:,.0f} requests/s, "
-                    f"{result.other} non-200 in {result.seconds:.1f} s"
-                )
-                results.append(result)
-        finally:
-            took = stop(server)
-        # uvicorn re-raises the SIGTERM it caught once its graceful shutdown
-        # is over, so -15 is a clean exit too.
-        clean = server.returncode in (0, -signal.SIGTERM)
-        print(
-            f"server stopped (SIGTERM) in {took:.1f} s, exit code "
-            f"{server.returncode} ({'clean' if clean else 'NOT CLEAN'})"
-        )
-        print_table(results)
-        acked = sum(r.records_acked for r in results)
-        in_flight = sum(
-            r.case.connections * r.case.records_per_request for r in results
-        )
-        sent_not_acked = sum(r.other * r.case.records_per_request for r in results)
-        stored = count_stored(store)
-        print()
-        print(
-            f"stored records (sqlite3 count on {store.name} after the server "
-            f"stopped): {stored:,}; acknowledged: {acked:,}"
-        )
-        ok = acked <= stored <= acked + sent_not_acked + in_flight
-        verdict = "consistent" if ok else "INCONSISTENT"
-        print(
-            f"  {verdict}: stored must be >= acknowledged and at most "
-            f"{in_flight:,} more (requests cut off in flight when a load stopped) "
-            f"plus {sent_not_acked:,} in non-200 answers"
-        )
-        log_summary(log)
-        return 0 if ok and clean else 1
+        with bench_store(args, work) as store:
+            return run_benchmark(args, work, store, token, goals)
     finally:
         if args.keep:
             print(f"kept {work}")
         else:
             shutil.rmtree(work, ignore_errors=True)
+
+
+def run_benchmark(
+    args: argparse.Namespace, work: Path, store: str, token: str, goals: Goals
+) -> int:
+    create_data_set(store, token)
+    port = free_port()
+    env = dict(os.environ, TALLYBOOK_STORE=store)
+    if args.log_level:
+        env["TALLYBOOK_LOG_LEVEL"] = args.log_level
+    command = server_command(args.server, store, port, args.workers)
+    log = work / "server.log"
+    print(f"machine: {os.cpu_count()} CPUs, Python {sys.version.split()[0]}")
+    print(f"server:  {' '.join(command)}")
+    print(f"store:   {store}; load generator: {args.generator}")
+    with log.open("wb") as log_file:
+        server = subprocess.Popen(
+            command, env=env, stdout=log_file, stderr=subprocess.STDOUT
+        )
+    try:
+        wait_ready(f"http://{HOST}:{port}", server, 30)
+        print(f"server pid {server.pid} ready on {HOST}:{port}")
+        results = []
+        for name in args.cases:
+            batch = CASES[name]
+            conns = SINGLE_CONNECTIONS if batch is None else args.batch_connections
+            case = Case(name, batch, conns)
+            waited = settle(server.pid)
+            if waited > 0.5:
+                print(f"  (waited {waited:.1f} s for the server to go idle)")
+            result = measure(case, server, port, args, token, work)
+            print(
+                f"  {name}: {result.records_per_second:,.0f} records/s, "
+                f"{result.requests_per_second:,.0f} requests/s, "
+                f"{result.other} non-200 in {result.seconds:.1f} s"
+            )
+            results.append(result)
+    finally:
+        took = stop(server)
+    # uvicorn re-raises the SIGTERM it caught once its graceful shutdown
+    # is over, so -15 is a clean exit too.
+    clean = server.returncode in (0, -signal.SIGTERM)
+    print(
+        f"server stopped (SIGTERM) in {took:.1f} s, exit code "
+        f"{server.returncode} ({'clean' if clean else 'NOT CLEAN'})"
+    )
+    print_table(results, goals)
+    acked = sum(r.records_acked for r in results)
+    in_flight = sum(r.case.connections * r.case.records_per_request for r in results)
+    sent_not_acked = sum(r.other * r.case.records_per_request for r in results)
+    stored = count_stored(store)
+    print()
+    print(
+        f"stored records (counted in the store after the server "
+        f"stopped): {stored:,}; acknowledged: {acked:,}"
+    )
+    ok = acked <= stored <= acked + sent_not_acked + in_flight
+    verdict = "consistent" if ok else "INCONSISTENT"
+    print(
+        f"  {verdict}: stored must be >= acknowledged and at most "
+        f"{in_flight:,} more (requests cut off in flight when a load stopped) "
+        f"plus {sent_not_acked:,} in non-200 answers"
+    )
+    log_summary(log)
+    return 0 if ok and clean else 1
 
 
 if __name__ == "__main__":

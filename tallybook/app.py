@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
 
 from starlette.applications import Starlette
@@ -14,7 +15,13 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from tallybook.datasets import NAME_PATTERN
-from tallybook.errors import MethodNotAllowed, NotFound, RequestError
+from tallybook.errors import (
+    MethodNotAllowed,
+    NotFound,
+    RequestError,
+    ServiceUnavailable,
+    StoreUnavailable,
+)
 from tallybook.http import data, status
 from tallybook.http.batches import BatchParser
 from tallybook.http.middleware import RequestLog
@@ -24,6 +31,8 @@ from tallybook.settings import Settings
 from tallybook.store import Store, open_store
 
 Handler = Callable[[Request], Awaitable[Response]]
+RETRY_AFTER_SECONDS = 5
+logger = logging.getLogger(__name__)
 
 
 class _NameConvertor(Convertor[str]):
@@ -52,7 +61,7 @@ def create_app(
             The application opens it at start-up and closes it at shutdown.
     """
     settings = settings or Settings.from_env()
-    store = store or open_store(settings.store)
+    store = store or open_store(settings.store, pool_size=settings.pool_size)
 
     limits = Limits(
         max_records=settings.max_records,
@@ -75,6 +84,7 @@ def create_app(
         middleware=[Middleware(RequestLog)],
         exception_handlers={
             RequestError: _refused,
+            StoreUnavailable: _unavailable,
             HTTPException: _routing_error,
         },
         lifespan=lifespan,
@@ -111,6 +121,15 @@ def _route(path: str, **handlers: Handler) -> Route:
 async def _refused(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, RequestError)
     return error_response(exc)
+
+
+async def _unavailable(request: Request, exc: Exception) -> Response:
+    logger.warning("store unavailable: %s", exc)
+    error = ServiceUnavailable(
+        "The store is unavailable; nothing was stored. Retry in a few seconds.",
+        headers={"Retry-After": str(RETRY_AFTER_SECONDS)},
+    )
+    return error_response(error)
 
 
 async def _routing_error(request: Request, exc: Exception) -> Response:

@@ -28,7 +28,10 @@ from tallybook.store import Store, TokenEntry, open_store
 T = TypeVar("T")
 DEMO = DataSet(group="carers-allowance", type="transaction-count")
 SHORT_TOKEN = 32
-_STORE_HELP = "SQLite file of the store [env TALLYBOOK_STORE; default tallybook.db]."
+_STORE_HELP = (
+    "SQLite file or postgresql:// URL of the store [env TALLYBOOK_STORE; "
+    "default tallybook.db]."
+)
 
 
 @click.group()
@@ -41,14 +44,40 @@ def main() -> None:
 @click.option("--store", help=_STORE_HELP)
 @click.option("--host", help="Address to listen on [env TALLYBOOK_HOST].")
 @click.option("--port", type=int, help="Port to listen on [env TALLYBOOK_PORT].")
+@click.option(
+    "--workers", type=int, help="Server processes (PostgreSQL only when above 1)."
+)
 @click.option("--demo", is_flag=True, help="Create a demo data set; print a token.")
-def serve(store: str | None, host: str | None, port: int | None, demo: bool) -> None:
+def serve(
+    store: str | None,
+    host: str | None,
+    port: int | None,
+    workers: int | None,
+    demo: bool,
+) -> None:
     """Serve the HTTP API until SIGTERM or Ctrl-C."""
-    settings = _settings(store=store, host=host, port=port)
+    settings = _settings(store=store, host=host, port=port, workers=workers)
     if demo:
         token = _run(settings, lambda s: _demo_token(s))
         click.echo(_demo_text(settings, token))
-    server.run(settings)
+    else:
+        _run(settings, _check_store)
+    try:
+        server.run(settings)
+    except ValueError as exc:
+        raise click.UsageError(str(exc)) from exc
+
+
+@main.command()
+@click.option("--store", help=_STORE_HELP)
+def migrate(store: str | None) -> None:
+    """Create or upgrade the store's schema."""
+    settings = _settings(store=store)
+    before, after = _migrate(settings)
+    if before == after:
+        click.echo(f"the schema is up to date (version {after})")
+    else:
+        click.echo(f"the schema went from version {before} to {after}")
 
 
 @main.group()
@@ -124,9 +153,21 @@ def _data_set(
     )
 
 
+def _migrate(settings: Settings) -> tuple[int, int]:
+    store = open_store(settings.store, pool_size=settings.pool_size)
+    try:
+        return asyncio.run(store.migrate())
+    except TallybookError as exc:
+        raise click.ClickException(str(exc)) from exc
+
+
+async def _check_store(store: Store) -> None:
+    """Opening the store checks it is reachable and its schema is current."""
+
+
 def _run(settings: Settings, action: Callable[[Store], Awaitable[T]]) -> T:
     async def inside() -> T:
-        async with open_store(settings.store) as store:
+        async with open_store(settings.store, pool_size=settings.pool_size) as store:
             return await action(store)
 
     try:

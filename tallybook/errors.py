@@ -10,8 +10,10 @@ The tree::
     │   ├── NotFound              404
     │   ├── MethodNotAllowed      405
     │   ├── PayloadTooLarge       413
-    │   └── UnsupportedMediaType  415
+    │   ├── UnsupportedMediaType  415
+    │   └── ServiceUnavailable    503: the store cannot be reached now
     └── StoreError                the store failed or refused an operation
+        ├── StoreUnavailable      the database cannot be reached (HTTP 503)
         ├── DataSetExists         a data set with that name exists already
         ├── DataSetNotFound       no data set with that name
         └── SchemaMismatch        the database schema is not the code's
@@ -109,8 +111,18 @@ class UnsupportedMediaType(RequestError):
     status = 415
 
 
+class ServiceUnavailable(RequestError):
+    """The request could not be served now; it may be retried."""
+
+    status = 503
+
+
 class StoreError(TallybookError):
     """The store could not carry out an operation."""
+
+
+class StoreUnavailable(StoreError):
+    """The database cannot be reached now; the same request may work later."""
 
 
 class DataSetExists(StoreError):

@@ -4,10 +4,14 @@ from __future__ import annotations
 
 import ctypes
 import ctypes.util
+import dataclasses
 import logging
+import os
 import sys
+from typing import Any
 
 import uvicorn
+from starlette.applications import Starlette
 
 from tallybook.app import create_app
 from tallybook.settings import Settings
@@ -30,27 +34,59 @@ def run(settings: Settings) -> None:
 
     On SIGTERM uvicorn stops accepting connections and waits up to
     GRACE_SECONDS for running requests; the store then commits every queued
-    write before the process exits.
+    write before the process exits. With `settings.workers` above 1, that
+    many processes share the port, each built by `serving_app` from the
+    `TALLYBOOK_*` environment.
+
+    Raises:
+        ValueError: several workers were asked for on a SQLite store.
     """
+    if settings.workers > 1 and "://" not in settings.store:
+        raise ValueError(
+            "Several workers need the PostgreSQL store: SQLite's group commit "
+            "works within one process. Use --workers 1 or a postgresql:// store."
+        )
+    os.environ.update(_environment(settings))
+    options: dict[str, Any] = {
+        "host": settings.host,
+        "port": settings.port,
+        "loop": "uvloop",
+        "http": "httptools",
+        "lifespan": "on",
+        "log_config": None,
+        "access_log": False,
+        "server_header": False,
+        "timeout_graceful_shutdown": GRACE_SECONDS,
+    }
+    if settings.workers > 1:
+        _configure_logging(settings)
+        target = "tallybook.server:serving_app"
+        uvicorn.run(target, factory=True, workers=settings.workers, **options)
+    else:
+        uvicorn.run(serving_app(settings), **options)
+
+
+def serving_app(settings: Settings | None = None) -> Starlette:
+    """Build the app of one server process: logging and malloc set, then app."""
+    settings = settings or Settings.from_env()
+    _configure_logging(settings)
+    tune_malloc()
+    return create_app(settings)
+
+
+def _configure_logging(settings: Settings) -> None:
     logging.basicConfig(
         level=settings.log_level.upper(),
-        format="%(asctime)s %(levelname)s %(name)s %(message)s",
+        format="%(asctime)s %(levelname)s %(process)d %(name)s %(message)s",
         stream=sys.stderr,
     )
-    tune_malloc()
-    config = uvicorn.Config(
-        create_app(settings),
-        host=settings.host,
-        port=settings.port,
-        loop="uvloop",
-        http="httptools",
-        lifespan="on",
-        log_config=None,
-        access_log=False,
-        server_header=False,
-        timeout_graceful_shutdown=GRACE_SECONDS,
-    )
-    uvicorn.Server(config).run()
+
+
+def _environment(settings: Settings) -> dict[str, str]:
+    return {
+        "TALLYBOOK_" + item.name.upper(): str(getattr(settings, item.name))
+        for item in dataclasses.fields(settings)
+    }
 
 
 def tune_malloc() -> bool:

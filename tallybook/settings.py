@@ -26,8 +26,12 @@ class Settings:
 
     store: str = _setting(
         "tallybook.db",
-        "Where records live: a SQLite file path (the default store).",
+        "Where records live: a SQLite file path, or a postgresql:// URL.",
     )
+    pool_size: int = _setting(
+        10, "Most PostgreSQL connections each server process opens."
+    )
+    workers: int = _setting(1, "Server processes (PostgreSQL only when above 1).")
     host: str = _setting("127.0.0.1", "Address to listen on.")
     port: int = _setting(8000, "TCP port to listen on.")
     max_body_bytes: int = _setting(

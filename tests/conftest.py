@@ -15,6 +15,7 @@ from tallybook import create_app
 from tallybook.cli import main
 from tallybook.settings import Settings
 from tests.server import LiveServer
+from tests.stores import postgres_schema
 
 CASES_FILE = Path(__file__).parent / "cases" / "write-api-cases.json"
 CASES: dict[str, Any] = json.loads(CASES_FILE.read_text())
@@ -29,12 +30,12 @@ def cli(*args: str) -> Any:
     return CliRunner().invoke(main, list(args), catch_exceptions=False)
 
 
-def provision(store: Path) -> None:
+def provision(store: str) -> None:
     """Create the fixture data sets of the cases file, with their tokens."""
     for fixture in FIXTURES:
         result = cli(
             "datasets", "create", fixture["group"], fixture["type"],
-            "--token", fixture["token"], "--store", str(store),
+            "--token", fixture["token"], "--store", store,
         )  # fmt: skip
         assert result.exit_code == 0, result.output
 
@@ -44,16 +45,26 @@ def auth(token: str = ALPHA) -> dict[str, str]:
     return {"Authorization": f"Bearer {token}", **JSON}
 
 
-@pytest.fixture
-def store_path(tmp_path: Path) -> Path:
-    path = tmp_path / "tallybook.db"
-    provision(path)
-    return path
+@pytest.fixture(params=["sqlite", "postgres"])
+def blank_store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
+    """An empty store of each kind, ready to serve: its location."""
+    if request.param == "sqlite":
+        yield str(tmp_path / "tallybook.db")
+        return
+    with postgres_schema() as url:
+        yield url
 
 
 @pytest.fixture
-def settings(store_path: Path) -> Settings:
-    return Settings(store=str(store_path))
+def store(blank_store: str) -> str:
+    """A store of each kind holding the cases file's data sets."""
+    provision(blank_store)
+    return blank_store
+
+
+@pytest.fixture
+def settings(store: str) -> Settings:
+    return Settings(store=store)
 
 
 @pytest.fixture
@@ -63,8 +74,8 @@ def client(settings: Settings) -> Iterator[TestClient]:
 
 
 @pytest.fixture
-def server(store_path: Path, tmp_path: Path) -> Iterator[LiveServer]:
-    with LiveServer(store_path, tmp_path / "server.log") as live:
+def server(store: str, tmp_path: Path) -> Iterator[LiveServer]:
+    with LiveServer(store, tmp_path / "server.log") as live:
         yield live
 
 
@@ -80,12 +91,12 @@ def stored(client: TestClient, name: str) -> list[dict[str, Any]]:
 
 
 @pytest.fixture
-def limited(store_path: Path) -> Iterator[Any]:
+def limited(store: str) -> Iterator[Any]:
     """Make a client whose app has some settings changed."""
     clients: list[TestClient] = []
 
     def make(**overrides: Any) -> TestClient:
-        app = create_app(Settings(store=str(store_path), **overrides))
+        app = create_app(Settings(store=store, **overrides))
         clients.append(TestClient(app).__enter__())
         return clients[-1]
 

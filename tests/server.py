@@ -25,7 +25,7 @@ def free_port() -> int:
 class LiveServer:
     """Runs `tallybook serve` on a free port until the context ends."""
 
-    def __init__(self, store: Path, log: Path, *extra: str) -> None:
+    def __init__(self, store: str, log: Path, *extra: str) -> None:
         self.store = store
         self.log = log
         self.extra = extra

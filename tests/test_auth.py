@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import pytest
 from starlette.testclient import TestClient
 
@@ -83,11 +81,10 @@ def test_auth_private_read_needs_token(client: TestClient) -> None:
     assert client.get(PATH, headers=headers).status_code == 200
 
 
-def test_auth_public_read_needs_no_token(tmp_path: Path) -> None:
-    store = tmp_path / "public.db"
+def test_auth_public_read_needs_no_token(blank_store: str) -> None:
     cli("datasets", "create", "open", "data", "--public", "--token", ALPHA,
-        "--store", str(store))  # fmt: skip
-    with TestClient(create_app(Settings(store=str(store)))) as client:
+        "--store", blank_store)  # fmt: skip
+    with TestClient(create_app(Settings(store=blank_store))) as client:
         assert client.get("/data/open/data").json() == {"data": []}
         assert client.post("/data/open/data", json=RECORD).status_code == 401
 

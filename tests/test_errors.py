@@ -14,7 +14,7 @@ from tallybook import Settings, create_app
 from tallybook.datasets import DataSet
 from tallybook.records import Record
 from tallybook.store import SQLiteStore
-from tests.conftest import ALPHA, JSON, auth
+from tests.conftest import ALPHA, JSON, auth, provision
 
 PATH = "/data/test-group/test-type"
 
@@ -74,9 +74,11 @@ class _BrokenStore(SQLiteStore):
 
 
 def test_errors_500_reveals_nothing_and_logs_once(
-    store_path: Path, caplog: pytest.LogCaptureFixture
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
-    app = create_app(Settings(store=str(store_path)), _BrokenStore(store_path))
+    path = tmp_path / "broken.db"
+    provision(str(path))
+    app = create_app(Settings(store=str(path)), _BrokenStore(path))
     with TestClient(app, raise_server_exceptions=False) as client:
         answer = client.post(PATH, json={"_timestamp": "2014-01-06T00:00:00Z"},
                              headers=auth())  # fmt: skip

@@ -23,7 +23,7 @@ def _count(server: LiveServer) -> int:
 
 
 def test_serve_sigterm_finishes_the_write_in_flight(
-    server: LiveServer, store_path: Path, tmp_path: Path
+    server: LiveServer, store: str, tmp_path: Path
 ) -> None:
     batch = [
         {"_id": f"r{i}", "_timestamp": "2014-01-06T00:00:00Z"} for i in range(2000)
@@ -46,12 +46,12 @@ def test_serve_sigterm_finishes_the_write_in_flight(
     assert server.process.wait(timeout=30) in (0, -signal.SIGTERM)
     assert "Application shutdown complete" in server.log.read_text()
 
-    with LiveServer(store_path, tmp_path / "again.log") as again:
+    with LiveServer(store, tmp_path / "again.log") as again:
         assert _count(again) == 2000
 
 
 def test_serve_acknowledged_writes_survive_sigkill(
-    server: LiveServer, store_path: Path, tmp_path: Path
+    server: LiveServer, store: str, tmp_path: Path
 ) -> None:
     for i in range(20):
         record = {"_id": f"k{i}", "_timestamp": "2014-01-06T00:00:00Z"}
@@ -59,5 +59,21 @@ def test_serve_acknowledged_writes_survive_sigkill(
         assert answer.status_code == 200
     server.stop(signal.SIGKILL)
 
-    with LiveServer(store_path, tmp_path / "again.log") as again:
+    with LiveServer(store, tmp_path / "again.log") as again:
         assert _count(again) == 20
+
+
+def test_serve_client_leaving_mid_body_stores_nothing(server: LiveServer) -> None:
+    head = (
+        f"POST {PATH} HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {ALPHA}\r\n"
+        "Content-Type: application/json\r\nContent-Length: 1000\r\n\r\n"
+    ).encode()
+    with socket.create_connection(("127.0.0.1", server.port), timeout=10) as conn:
+        conn.sendall(head + b'[{"_timestamp": "2014-01-06T00:00:00Z"}')
+    time.sleep(0.3)
+
+    assert _count(server) == 0
+    server.stop()
+    log = server.log.read_text()
+    assert f"POST {PATH} 499 " in log
+    assert "ERROR" not in log and "Traceback" not in log

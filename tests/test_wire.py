@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import gzip
 import json
-from pathlib import Path
 
 import httpx2 as httpx
 
@@ -53,10 +52,10 @@ def _read(server: LiveServer, path: str = PATH, token: str = ALPHA) -> list[dict
     return data
 
 
-def test_wire_seed_example_then_empty(server: LiveServer, store_path: Path) -> None:
+def test_wire_seed_example_then_empty(server: LiveServer, store: str) -> None:
     created = cli(
         "datasets", "create", "carers-allowance", "transaction-count",
-        "--token", SEED_TOKEN, "--store", str(store_path),
+        "--token", SEED_TOKEN, "--store", store,
     )  # fmt: skip
     assert created.exit_code == 0
 

@@ -6,7 +6,6 @@ import base64
 import gzip
 import zlib
 from collections.abc import Callable
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -61,11 +60,11 @@ def test_write_records_without_id_get_distinct_uuids(client: TestClient) -> None
     assert len(set(_ids(client))) == 2
 
 
-def test_write_auto_ids_from_normalised_values(tmp_path: Path) -> None:
-    store = tmp_path / "auto.db"
+def test_write_auto_ids_from_normalised_values(blank_store: str) -> None:
+    store = blank_store
     cli("datasets", "create", "g", "t", "--token", ALPHA, "--auto-ids",
-        "_timestamp,channel,flag", "--store", str(store))  # fmt: skip
-    with TestClient(create_app(Settings(store=str(store)))) as client:
+        "_timestamp,channel,flag", "--store", store)  # fmt: skip
+    with TestClient(create_app(Settings(store=store))) as client:
         record = {
             "_timestamp": "2014-01-06T01:00:00+01:00",
             "channel": "web",
@@ -77,21 +76,21 @@ def test_write_auto_ids_from_normalised_values(tmp_path: Path) -> None:
     assert [r["_id"] for r in answer.json()["data"]] == [expected]
 
 
-def test_write_auto_ids_field_missing_is_refused(tmp_path: Path) -> None:
-    store = tmp_path / "auto.db"
+def test_write_auto_ids_field_missing_is_refused(blank_store: str) -> None:
+    store = blank_store
     cli("datasets", "create", "g", "t", "--token", ALPHA, "--auto-ids", "channel",
-        "--store", str(store))  # fmt: skip
-    with TestClient(create_app(Settings(store=str(store)))) as client:
+        "--store", store)  # fmt: skip
+    with TestClient(create_app(Settings(store=store))) as client:
         answer = _post(client, [{"_timestamp": DAY}], "/data/g/t")
     assert answer.status_code == 400
     assert answer.json()["errors"][0]["field"] == "channel"
 
 
-def test_write_id_given_wins_over_auto_ids(tmp_path: Path) -> None:
-    store = tmp_path / "auto.db"
+def test_write_id_given_wins_over_auto_ids(blank_store: str) -> None:
+    store = blank_store
     cli("datasets", "create", "g", "t", "--token", ALPHA, "--auto-ids", "channel",
-        "--store", str(store))  # fmt: skip
-    with TestClient(create_app(Settings(store=str(store)))) as client:
+        "--store", store)  # fmt: skip
+    with TestClient(create_app(Settings(store=store))) as client:
         _post(client, {"_timestamp": DAY, "_id": "mine", "channel": "x"}, "/data/g/t")
         answer = client.get("/data/g/t", headers=auth())
     assert answer.json()["data"][0]["_id"] == "mine"

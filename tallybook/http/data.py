@@ -53,9 +53,10 @@ async def get_records(request: Request) -> Response:
     data_set = await authorise(request, READ, name)
     window = query.parse_window(request.query_params.multi_items())
     bodies = _store(request).read(data_set, window)
+    first = await anext(bodies, None)  # store errors answer 503, not a torn body
     headers = {"Cache-Control": "no-cache"}
     return StreamingResponse(
-        _data_document(bodies), media_type="application/json", headers=headers
+        _data_document(first, bodies), media_type="application/json", headers=headers
     )
 
 
@@ -82,12 +83,14 @@ async def _rows(
     return await parser.parse(body, data_set, array_required=array_required)
 
 
-async def _data_document(bodies: AsyncIterator[str]) -> AsyncIterator[bytes]:
+async def _data_document(
+    first: str | None, rest: AsyncIterator[str]
+) -> AsyncIterator[bytes]:
     """Wrap record bodies into `{"data": [...]}`, sent in chunks of ~64 KiB."""
     parts = ['{"data": [']
     size = 0
     separator = ""
-    async for body in bodies:
+    async for body in _chain(first, rest):
         parts.append(separator)
         parts.append(body)
         separator = ", "
@@ -97,3 +100,11 @@ async def _data_document(bodies: AsyncIterator[str]) -> AsyncIterator[bytes]:
             parts, size = [], 0
     parts.append("]}")
     yield "".join(parts).encode()
+
+
+async def _chain(first: str | None, rest: AsyncIterator[str]) -> AsyncIterator[str]:
+    if first is None:
+        return
+    yield first
+    async for body in rest:
+        yield body

@@ -8,11 +8,13 @@ import time
 import uuid
 from typing import Any
 
+from starlette.requests import ClientDisconnect
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from tallybook.http.responses import internal_error_response
 
 logger = logging.getLogger("tallybook.requests")
+CLIENT_CLOSED = 499
 _SLASHES = re.compile(r"//+")
 _REQUEST_ID = re.compile(r"[A-Za-z0-9._:\-]{1,128}")
 _ID_HEADERS = (b"govuk-request-id", b"x-request-id")
@@ -52,6 +54,10 @@ class RequestLog:
         started = time.perf_counter()
         try:
             await self.app(scope, receive, send_with_id)
+        except ClientDisconnect:
+            # The client left before its body was read: nothing was stored and
+            # there is no one to answer. 499 is the log convention for it.
+            seen["status"] = CLIENT_CLOSED
         except Exception:
             logger.exception("request %s failed", request_id)
             if seen["status"] is None:

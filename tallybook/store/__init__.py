@@ -3,19 +3,31 @@
 from __future__ import annotations
 
 from tallybook.store.base import Store, TokenEntry, Window
+from tallybook.store.postgres import PostgresStore
 from tallybook.store.sqlite import SQLiteStore
 
-__all__ = ["SQLiteStore", "Store", "TokenEntry", "Window", "open_store"]
+__all__ = [
+    "PostgresStore",
+    "SQLiteStore",
+    "Store",
+    "TokenEntry",
+    "Window",
+    "open_store",
+]
 
 
-def open_store(location: str) -> Store:
+def open_store(location: str, *, pool_size: int = 10) -> Store:
     """Make the store that `location` names (it is opened by the caller).
 
-    A plain path, or a `sqlite:///path` URL, names a SQLite file.
+    A `postgresql://` (or `postgres://`) URL names a PostgreSQL database,
+    reached with a pool of at most `pool_size` connections; a plain path, or
+    a `sqlite:///path` URL, names a SQLite file.
 
     Raises:
         ValueError: the location names a store this version cannot use.
     """
+    if location.startswith(("postgresql://", "postgres://")):
+        return PostgresStore(location, pool_size=pool_size)
     if location.startswith("sqlite:///"):
         return SQLiteStore(location.removeprefix("sqlite:///"))
     if "://" in location:

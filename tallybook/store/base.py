@@ -64,6 +64,10 @@ class Store(ABC):
         """Connect, and create or check the schema."""
 
     @abstractmethod
+    async def migrate(self) -> tuple[int, int]:
+        """Create or upgrade the schema; return the versions before and after."""
+
+    @abstractmethod
     async def close(self) -> None:
         """Finish pending writes and release every connection."""
 

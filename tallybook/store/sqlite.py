@@ -94,6 +94,16 @@ class SQLiteStore(Store):
         _apply_schema(self._lookup)
         self._committer.start()
 
+    async def migrate(self) -> tuple[int, int]:
+        """Create the schema if the file has none; return the versions."""
+        connection = self._connect()
+        try:
+            before = connection.execute("PRAGMA user_version").fetchone()[0]
+            _apply_schema(connection)
+        finally:
+            connection.close()
+        return before, SCHEMA_VERSION
+
     async def close(self) -> None:
         """Finish queued writes and close every connection."""
         await anyio.to_thread.run_sync(self._committer.stop)

@@ -1,0 +1,385 @@
+"""The production store: PostgreSQL through asyncpg and its connection pool.
+
+Writes of concurrent requests are merged: a few writer tasks each take every
+upsert waiting, sort the rows by key (so that two merged statements lock rows
+in the same order and cannot deadlock), and send them as one
+`INSERT ... SELECT FROM unnest(...) ON CONFLICT` statement, which PostgreSQL
+runs as one durable transaction. If a merged statement fails for a reason
+other than the connection, each request's rows are retried on their own, so
+one bad request cannot fail the others.
+
+The server keeps no state of its own: many processes may share a database.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hmac
+import logging
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from dataclasses import dataclass, field, replace
+from typing import Any, TypeVar
+
+import asyncpg
+
+from tallybook.datasets import DataSet, Grant
+from tallybook.errors import (
+    DataSetExists,
+    DataSetNotFound,
+    StoreError,
+    StoreUnavailable,
+)
+from tallybook.records import Record
+from tallybook.store import postgres_schema
+from tallybook.store.base import Store, TokenEntry, Window
+
+T = TypeVar("T")
+logger = logging.getLogger(__name__)
+_MICROS = "timestamptz 'epoch' + interval '1 microsecond' * "
+_UPSERT = f"""
+INSERT INTO records (data_set_id, id, timestamp, updated_at, body)
+SELECT r.data_set_id, r.id, {_MICROS} r.micros, now(), r.body::jsonb
+FROM unnest($1::bigint[], $2::text[], $3::bigint[], $4::text[])
+    AS r (data_set_id, id, micros, body)
+ON CONFLICT (data_set_id, id) DO UPDATE SET
+    timestamp = excluded.timestamp,
+    updated_at = excluded.updated_at,
+    body = excluded.body
+"""
+_DATA_SET_COLUMNS = (
+    "d.id, d.data_group, d.data_type, d.auto_ids, d.public, d.description, "
+    "d.max_age_expected"
+)
+# Errors after which the same work can succeed on a new connection.
+_CONNECTION_ERRORS = (
+    asyncpg.PostgresConnectionError,
+    asyncpg.InterfaceError,
+    asyncpg.exceptions.OperatorInterventionError,
+    OSError,
+    asyncio.TimeoutError,
+)
+_RETRIED = (asyncpg.DeadlockDetectedError, asyncpg.SerializationError)
+ATTEMPTS = 3
+WRITERS = 4
+MERGE_ROWS = 20_000
+ACQUIRE_SECONDS = 10.0
+
+
+class PostgresStore(Store):
+    """A store in a PostgreSQL database, named by a `postgresql://` URL."""
+
+    def __init__(self, url: str, *, pool_size: int = 10) -> None:
+        self.url = url
+        self.pool_size = pool_size
+        self._pool: asyncpg.Pool | None = None
+        self._writer = _MergingWriter(self._run)
+
+    async def open(self) -> None:
+        """Connect, and refuse a database whose schema is not this code's."""
+        try:
+            self._pool = await asyncpg.create_pool(
+                self.url, min_size=1, max_size=self.pool_size
+            )
+        except (*_CONNECTION_ERRORS, asyncpg.PostgresError) as exc:
+            raise StoreUnavailable(f"cannot reach PostgreSQL: {exc}") from exc
+        try:
+            await self._run(postgres_schema.check)
+        except BaseException:
+            await self.close()
+            raise
+        self._writer.start()
+
+    async def close(self) -> None:
+        """Finish queued writes and close the pool."""
+        await self._writer.stop()
+        if self._pool is not None:
+            await self._pool.close()
+            self._pool = None
+
+    async def migrate(self) -> tuple[int, int]:
+        """Create or upgrade the schema; return the versions before and after."""
+        try:
+            connection = await asyncpg.connect(self.url)
+        except _CONNECTION_ERRORS as exc:
+            raise StoreUnavailable(f"cannot reach PostgreSQL: {exc}") from exc
+        try:
+            return await postgres_schema.migrate(connection)
+        finally:
+            await connection.close()
+
+    async def create_data_set(self, data_set: DataSet) -> DataSet:
+        """Store a new data set; raise DataSetExists if the name is taken."""
+        return await self._run(lambda db: _insert_data_set(db, data_set))
+
+    async def get_data_set(self, name: str) -> DataSet | None:
+        """Return the data set with this name, if any."""
+        sql = f"SELECT {_DATA_SET_COLUMNS} FROM data_sets d WHERE d.name = $1"
+        row = await self._run(lambda db: db.fetchrow(sql, name))
+        return None if row is None else _data_set(row)
+
+    async def list_data_sets(self) -> list[DataSet]:
+        """Return every data set, ordered by name."""
+        sql = f"SELECT {_DATA_SET_COLUMNS} FROM data_sets d ORDER BY d.name"
+        rows = await self._run(lambda db: db.fetch(sql))
+        return [_data_set(row) for row in rows]
+
+    async def add_token(self, token: TokenEntry) -> None:
+        """Store a token hash for its data set."""
+        await self._run(lambda db: _insert_token(db, token))
+
+    async def find_grant(self, token_hash: bytes) -> Grant | None:
+        """Return what the token with this hash grants, if it is known."""
+        sql = (
+            "SELECT t.hash, t.scopes, t.expires_at, t.revoked_at, "
+            f"d.id IS NOT NULL, {_DATA_SET_COLUMNS} FROM tokens t "
+            "LEFT JOIN data_sets d ON d.id = t.data_set_id WHERE t.hash = $1"
+        )
+        row = await self._run(lambda db: db.fetchrow(sql, token_hash))
+        if row is None or not hmac.compare_digest(bytes(row[0]), token_hash):
+            return None
+        return Grant(
+            scopes=frozenset(row[1].split(",")),
+            data_set=_data_set(row[5:]) if row[4] else None,
+            expires_at=row[2],
+            revoked_at=row[3],
+        )
+
+    async def write(self, data_set: DataSet, records: Sequence[Record]) -> None:
+        """Insert or replace records by `_id`; durable when this returns."""
+        if records:
+            await self._writer.write(_key(data_set), records)
+
+    async def replace(self, data_set: DataSet, records: Sequence[Record]) -> int:
+        """Replace the data set's records in one transaction; return the count."""
+        return await self._run(lambda db: _replace(db, _key(data_set), records))
+
+    async def count(self, data_set: DataSet) -> int:
+        """Return how many records the data set holds."""
+        sql = "SELECT count(*) FROM records WHERE data_set_id = $1"
+        return int(await self._run(lambda db: db.fetchval(sql, data_set.id)))
+
+    async def read(self, data_set: DataSet, window: Window) -> AsyncIterator[str]:
+        """Yield each record's JSON in `_timestamp`, `_id` order."""
+        sql, values = _select(_key(data_set), window)
+        connection = await self._acquire()
+        try:
+            async with connection.transaction(readonly=True):
+                async for row in connection.cursor(sql, *values, prefetch=1000):
+                    yield row[0]
+        except _CONNECTION_ERRORS as exc:
+            raise StoreUnavailable(f"PostgreSQL is unreachable: {exc}") from exc
+        finally:
+            await self._live_pool().release(connection)
+
+    def _live_pool(self) -> asyncpg.Pool:
+        if self._pool is None:
+            raise StoreError("the store is not open")
+        return self._pool
+
+    async def _run(self, work: Callable[[asyncpg.Connection], Awaitable[T]]) -> T:
+        """Run `work` on a pooled connection, retrying what may succeed anew.
+
+        A lost connection is retried once on a new one (all of tallybook's
+        writes are idempotent: rows carry their ids); a deadlock or
+        serialisation failure up to ATTEMPTS times.
+        """
+        for attempt in range(1, ATTEMPTS + 1):
+            connection = await self._acquire()
+            try:
+                return await work(connection)
+            except _RETRIED as exc:
+                if attempt == ATTEMPTS:
+                    raise StoreError(f"PostgreSQL kept refusing: {exc}") from exc
+            except _CONNECTION_ERRORS as exc:
+                if attempt >= 2:
+                    raise StoreUnavailable(f"PostgreSQL is unreachable: {exc}") from exc
+                logger.warning("PostgreSQL connection lost; retrying once: %s", exc)
+            except asyncpg.PostgresError as exc:
+                raise StoreError(f"PostgreSQL refused: {exc}") from exc
+            finally:
+                await self._live_pool().release(connection)
+        raise AssertionError("unreachable")
+
+    async def _acquire(self) -> asyncpg.Connection:
+        """Take a pooled connection; any failure to get one means unavailable."""
+        try:
+            return await self._live_pool().acquire(timeout=ACQUIRE_SECONDS)
+        except (*_CONNECTION_ERRORS, asyncpg.PostgresError) as exc:
+            raise StoreUnavailable(f"PostgreSQL is unreachable: {exc}") from exc
+
+
+@dataclass
+class _Job:
+    data_set_id: int
+    records: Sequence[Record]
+    future: asyncio.Future[None] = field(repr=False)
+
+
+class _MergingWriter:
+    """Merges the upserts of concurrent requests into shared statements."""
+
+    def __init__(
+        self, run: Callable[[Callable[[Any], Awaitable[Any]]], Awaitable[Any]]
+    ):
+        self._run = run
+        self._queue: asyncio.Queue[_Job] = asyncio.Queue()
+        self._tasks: list[asyncio.Task[None]] = []
+
+    def start(self) -> None:
+        self._tasks = [asyncio.create_task(self._loop()) for _ in range(WRITERS)]
+
+    async def stop(self) -> None:
+        """Finish every queued write, then stop the writer tasks."""
+        await self._queue.join()
+        for task in self._tasks:
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        self._tasks = []
+
+    async def write(self, data_set_id: int, records: Sequence[Record]) -> None:
+        future = asyncio.get_running_loop().create_future()
+        self._queue.put_nowait(_Job(data_set_id, records, future))
+        await future
+
+    async def _loop(self) -> None:
+        while True:
+            jobs = [await self._queue.get()]
+            rows = len(jobs[0].records)
+            while rows < MERGE_ROWS and not self._queue.empty():
+                jobs.append(self._queue.get_nowait())
+                rows += len(jobs[-1].records)
+            try:
+                await self._flush(jobs)
+            finally:
+                for _ in jobs:
+                    self._queue.task_done()
+
+    async def _flush(self, jobs: list[_Job]) -> None:
+        try:
+            await self._run(lambda db: _upsert(db, jobs))
+        except StoreError as exc:
+            if len(jobs) == 1 or isinstance(exc, StoreUnavailable):
+                _settle(jobs, exc)
+                return
+            for job in jobs:
+                await self._flush([job])
+            return
+        _settle(jobs, None)
+
+
+def _settle(jobs: list[_Job], error: Exception | None) -> None:
+    for job in jobs:
+        if job.future.done():
+            continue
+        if error is None:
+            job.future.set_result(None)
+        else:
+            job.future.set_exception(error)
+
+
+async def _upsert(db: asyncpg.Connection, jobs: list[_Job]) -> None:
+    merged: dict[tuple[int, str], Record] = {}
+    for job in jobs:
+        for record in job.records:
+            merged[job.data_set_id, record.id] = record
+    keys = sorted(merged)
+    await db.execute(
+        _UPSERT,
+        [data_set_id for data_set_id, _ in keys],
+        [record_id for _, record_id in keys],
+        [merged[key].timestamp for key in keys],
+        [merged[key].body for key in keys],
+    )
+
+
+async def _replace(
+    db: asyncpg.Connection, data_set_id: int, records: Sequence[Record]
+) -> int:
+    ordered = sorted(records)
+    async with db.transaction():
+        await db.execute("DELETE FROM records WHERE data_set_id = $1", data_set_id)
+        await db.execute(
+            _UPSERT,
+            [data_set_id] * len(ordered),
+            [record.id for record in ordered],
+            [record.timestamp for record in ordered],
+            [record.body for record in ordered],
+        )
+        sql = "SELECT count(*) FROM records WHERE data_set_id = $1"
+        return int(await db.fetchval(sql, data_set_id))
+
+
+async def _insert_data_set(db: asyncpg.Connection, data_set: DataSet) -> DataSet:
+    try:
+        data_set_id = await db.fetchval(
+            "INSERT INTO data_sets (name, data_group, data_type, auto_ids, public, "
+            "description, max_age_expected) VALUES ($1,$2,$3,$4,$5,$6,$7) "
+            "RETURNING id",
+            data_set.name,
+            data_set.group,
+            data_set.type,
+            list(data_set.auto_ids),
+            data_set.public,
+            data_set.description,
+            data_set.max_age_expected,
+        )
+    except asyncpg.UniqueViolationError as exc:
+        raise DataSetExists(f"the data set {data_set.name} exists already") from exc
+    return replace(data_set, id=data_set_id)
+
+
+async def _insert_token(db: asyncpg.Connection, token: TokenEntry) -> None:
+    data_set_id = None
+    if token.data_set_name is not None:
+        sql = "SELECT id FROM data_sets WHERE name = $1"
+        data_set_id = await db.fetchval(sql, token.data_set_name)
+        if data_set_id is None:
+            raise DataSetNotFound(f"no data set is named {token.data_set_name}")
+    try:
+        await db.execute(
+            "INSERT INTO tokens (hash, data_set_id, scopes, name, created_at) "
+            "VALUES ($1,$2,$3,$4,$5)",
+            token.hash,
+            data_set_id,
+            ",".join(sorted(token.scopes)),
+            token.name,
+            token.created_at,
+        )
+    except asyncpg.UniqueViolationError as exc:
+        raise StoreError("this token value is in use already") from exc
+
+
+def _select(data_set_id: int, window: Window) -> tuple[str, list[Any]]:
+    where: list[str] = ["data_set_id = $1"]
+    values: list[Any] = [data_set_id]
+    if window.start is not None:
+        values.append(window.start)
+        where.append(f"timestamp >= {_MICROS} ${len(values)}::bigint")
+    if window.end is not None:
+        values.append(window.end)
+        where.append(f"timestamp < {_MICROS} ${len(values)}::bigint")
+    values.append(window.limit)
+    sql = (
+        f"SELECT body::text FROM records WHERE {' AND '.join(where)} "
+        f"ORDER BY timestamp, id LIMIT ${len(values)}"
+    )
+    return sql, values
+
+
+def _key(data_set: DataSet) -> int:
+    if data_set.id is None:
+        raise StoreError(f"the data set {data_set.name} has no id; it is not stored")
+    return data_set.id
+
+
+def _data_set(row: Sequence[Any]) -> DataSet:
+    data_set_id, group, type_, auto_ids, public, description, max_age = row
+    return DataSet(
+        group=group,
+        type=type_,
+        auto_ids=tuple(auto_ids),
+        public=public,
+        description=description,
+        max_age_expected=max_age,
+        id=data_set_id,
+    )
