@@ -5,6 +5,7 @@ unnest(...) ON CONFLICT` per transaction, the statement the PostgreSQL store
 uses, into a scratch schema; then runs one-record transactions from 32
 concurrent tasks over a pool. Prints records per second for each.
 
+    pip install -e '.[bench]'    # psycopg, for the comparison
     python bench/pg_drivers.py [--url postgresql://postgres@127.0.0.1:5432/test]
 """
 
