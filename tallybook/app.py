@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -14,6 +15,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
+from tallybook.admin import ensure_admin_token
 from tallybook.datasets import NAME_PATTERN
 from tallybook.errors import (
     MethodNotAllowed,
@@ -22,8 +24,9 @@ from tallybook.errors import (
     ServiceUnavailable,
     StoreUnavailable,
 )
-from tallybook.http import data, status
+from tallybook.http import admin, data, openapi, status
 from tallybook.http.batches import BatchParser
+from tallybook.http.metrics import Metrics, get_metrics
 from tallybook.http.middleware import RequestLog
 from tallybook.http.responses import error_response
 from tallybook.records import Limits
@@ -74,10 +77,15 @@ def create_app(
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         async with store:
+            if settings.admin_token and await ensure_admin_token(
+                store, settings.admin_token
+            ):
+                logger.info("imported the admin token from TALLYBOOK_ADMIN_TOKEN")
             try:
                 yield
             finally:
                 parser.close()
+                await asyncio.gather(*app.state.background, return_exceptions=True)
 
     app = Starlette(
         routes=_routes(),
@@ -92,19 +100,40 @@ def create_app(
     app.state.settings = settings
     app.state.store = store
     app.state.parser = parser
+    app.state.background = set()
+    app.state.metrics = Metrics()
     return app
 
 
 def _routes() -> list[Route]:
+    name = "{name:data_set_name}"
     return [
-        Route("/_status", status.get_status, methods=["GET"]),
+        _route("/_status", GET=status.get_status),
+        _route("/_status/ready", GET=status.get_ready),
+        _route("/_status/data-sets", GET=status.get_data_sets_status),
+        _route("/metrics", GET=get_metrics),
+        _route("/openapi.json", GET=openapi.get_openapi),
         _route(
             "/data/{group}/{type}",
             GET=data.get_records,
             POST=data.post_records,
             PUT=data.put_records,
         ),
-        _route("/{name:data_set_name}", GET=data.get_records, POST=data.post_records),
+        _route("/data-sets", GET=admin.list_data_sets, POST=admin.create_data_set),
+        _route(
+            f"/data-sets/{name}",
+            GET=admin.show_data_set,
+            PATCH=admin.update_data_set,
+            DELETE=admin.delete_data_set,
+        ),
+        _route(f"/data-sets/{name}/empty", POST=admin.empty_data_set),
+        _route(
+            f"/data-sets/{name}/tokens", GET=admin.list_tokens, POST=admin.issue_token
+        ),
+        _route("/tokens", GET=admin.list_tokens, POST=admin.issue_token),
+        _route("/tokens/{token_id}", DELETE=admin.revoke_token),
+        _route("/tokens/{token_id}/rotate", POST=admin.rotate_token),
+        _route(f"/{name}", GET=data.get_records, POST=data.post_records),
     ]
 
 

@@ -1,37 +1,34 @@
-"""The command line: `tallybook serve | datasets ...`."""
+"""The command line: `tallybook serve | migrate | datasets ... | tokens ...`.
+
+Exit codes: 0 done, 1 refused or failed (the message says why), 2 usage.
+"""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import shlex
 import sys
 from collections.abc import Awaitable, Callable
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any, TypeVar
 
 import click
 
-from tallybook import server
-from tallybook.datasets import (
-    READ,
-    WRITE,
-    DataSet,
-    check_segment,
-    hash_token,
-    new_token,
-)
-from tallybook.errors import DataSetExists, TallybookError
+from tallybook import admin, server
+from tallybook.datasets import ADMIN, READ, WRITE, DataSet, Token
+from tallybook.errors import DataSetExists, DataSetNotFound, TallybookError
 from tallybook.settings import Settings
-from tallybook.store import Store, TokenEntry, open_store
+from tallybook.store import Store, open_store
 
 T = TypeVar("T")
 DEMO = DataSet(group="carers-allowance", type="transaction-count")
-SHORT_TOKEN = 32
 _STORE_HELP = (
     "SQLite file or postgresql:// URL of the store [env TALLYBOOK_STORE; "
     "default tallybook.db]."
 )
+store_option = click.option("--store", help=_STORE_HELP)
 
 
 @click.group()
@@ -41,25 +38,24 @@ def main() -> None:
 
 
 @main.command()
-@click.option("--store", help=_STORE_HELP)
+@store_option
 @click.option("--host", help="Address to listen on [env TALLYBOOK_HOST].")
 @click.option("--port", type=int, help="Port to listen on [env TALLYBOOK_PORT].")
 @click.option(
     "--workers", type=int, help="Server processes (PostgreSQL only when above 1)."
 )
+@click.option(
+    "--log-format",
+    type=click.Choice(["text", "json"]),
+    help="Log lines as text or JSON [env TALLYBOOK_LOG_FORMAT].",
+)
 @click.option("--demo", is_flag=True, help="Create a demo data set; print a token.")
-def serve(
-    store: str | None,
-    host: str | None,
-    port: int | None,
-    workers: int | None,
-    demo: bool,
-) -> None:
+def serve(demo: bool, **options: Any) -> None:
     """Serve the HTTP API until SIGTERM or Ctrl-C."""
-    settings = _settings(store=store, host=host, port=port, workers=workers)
+    settings = _settings(**options)
     if demo:
-        token = _run(settings, lambda s: _demo_token(s))
-        click.echo(_demo_text(settings, token))
+        value = _run(settings, _demo_token)
+        click.echo(_demo_text(settings, value))
     else:
         _run(settings, _check_store)
     try:
@@ -69,11 +65,14 @@ def serve(
 
 
 @main.command()
-@click.option("--store", help=_STORE_HELP)
+@store_option
 def migrate(store: str | None) -> None:
     """Create or upgrade the store's schema."""
     settings = _settings(store=store)
-    before, after = _migrate(settings)
+    try:
+        before, after = asyncio.run(_open(settings).migrate())
+    except TallybookError as exc:
+        raise click.ClickException(str(exc)) from exc
     if before == after:
         click.echo(f"the schema is up to date (version {after})")
     else:
@@ -82,54 +81,274 @@ def migrate(store: str | None) -> None:
 
 @main.group()
 def datasets() -> None:
-    """Create and list data sets."""
+    """Create, show, change and delete data sets."""
 
 
 @datasets.command("create")
 @click.argument("group")
 @click.argument("type")
 @click.option("--token", "token_value", help="Import this existing token value.")
-@click.option("--auto-ids", default="", help="Fields that make ids, e.g. a,b.")
-@click.option("--public", is_flag=True, help="Allow reads without a token.")
-@click.option("--description", default="", help="Free text for people.")
-@click.option("--store", help=_STORE_HELP)
+@click.option("--auto-ids", help="Fields that make ids, e.g. _timestamp,channel.")
+@click.option(
+    "--public", is_flag=True, default=None, help="Allow reads without a token."
+)
+@click.option("--description", help="Free text for people.")
+@click.option("--schema", type=click.File(), help="JSON Schema file for each record.")
+@click.option("--max-age-expected", type=int, help="Seconds before it counts as stale.")
+@store_option
 def create_data_set(
-    group: str,
-    type: str,
-    token_value: str | None,
-    auto_ids: str,
-    public: bool,
-    description: str,
-    store: str | None,
+    group: str, type: str, token_value: str | None, store: str | None, **given: Any
 ) -> None:
     """Create the data set GROUP/TYPE and print its token (shown once)."""
-    data_set = _data_set(group, type, auto_ids, public, description)
-    if token_value is not None and len(token_value) < SHORT_TOKEN:
-        click.echo(
-            f"warning: the imported token has {len(token_value)} characters; "
-            f"tokens under {SHORT_TOKEN} can be guessed. Rotate it when you can.",
-            err=True,
-        )
-    settings = _settings(store=store)
-    token = _run(settings, lambda s: _create(s, data_set, token_value))
-    click.echo(f"created data set {data_set.name}")
+    data_set = _checked(lambda: admin.build_data_set(group, type, **_given(given)))
+    _warn_if_short(token_value)
+    created, value, _ = _run(
+        _settings(store=store),
+        lambda s: admin.create_data_set(s, data_set, token_value),
+    )
+    click.echo(f"created data set {created.name}")
     if token_value is None:
-        click.echo(f"token (shown once, keep it secret): {token}")
+        click.echo(f"token (shown once, keep it secret): {value}")
     else:
         click.echo("token: the value given with --token")
 
 
 @datasets.command("list")
-@click.option("--store", help=_STORE_HELP)
-def list_data_sets(store: str | None) -> None:
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+@store_option
+def list_data_sets(as_json: bool, store: str | None) -> None:
     """List every data set."""
     found = _run(_settings(store=store), lambda s: s.list_data_sets())
+    if as_json:
+        click.echo(json.dumps([admin.describe_data_set(d) for d in found], indent=2))
+        return
     click.echo("name\tgroup\ttype\tpublic\tauto_ids")
     for item in found:
         public = "yes" if item.public else "no"
-        click.echo(
-            f"{item.name}\t{item.group}\t{item.type}\t{public}\t{','.join(item.auto_ids)}"
+        auto_ids = ",".join(item.auto_ids)
+        click.echo(f"{item.name}\t{item.group}\t{item.type}\t{public}\t{auto_ids}")
+
+
+@datasets.command("show")
+@click.argument("name")
+@store_option
+def show_data_set(name: str, store: str | None) -> None:
+    """Print a data set's settings as JSON."""
+    found = _run(_settings(store=store), lambda s: _find(s, name))
+    click.echo(json.dumps(admin.describe_data_set(found), indent=2))
+
+
+@datasets.command("update")
+@click.argument("name")
+@click.option("--auto-ids", help="Fields that make ids; '' for none.")
+@click.option("--public/--private", default=None, help="Reads without a token?")
+@click.option("--description", help="Free text for people.")
+@click.option("--schema", type=click.File(), help="JSON Schema file for each record.")
+@click.option("--no-schema", is_flag=True, help="Remove the schema.")
+@click.option("--max-age-expected", type=int, help="Seconds before it counts as stale.")
+@click.option("--no-max-age", is_flag=True, help="Never count it as stale.")
+@store_option
+def update_data_set(
+    name: str, no_schema: bool, no_max_age: bool, store: str | None, **given: Any
+) -> None:
+    """Change some settings of a data set; print them all."""
+    changes = _given(given)
+    if no_schema:
+        changes["schema"] = None
+    if no_max_age:
+        changes["max_age_expected"] = None
+
+    async def update(s: Store) -> DataSet:
+        found = await _find(s, name)
+        return await s.update_data_set(
+            _checked(lambda: admin.change_settings(found, **changes))
         )
+
+    updated = _run(_settings(store=store), update)
+    click.echo(json.dumps(admin.describe_data_set(updated), indent=2))
+
+
+@datasets.command("delete")
+@click.argument("name")
+@click.option("--yes", is_flag=True, help="Confirm: records and tokens go too.")
+@store_option
+def delete_data_set(name: str, yes: bool, store: str | None) -> None:
+    """Delete a data set, its records and its tokens (needs --yes)."""
+    if not yes:
+        raise click.UsageError(
+            f"deleting {name} removes all its records and tokens; add --yes to confirm."
+        )
+    _run(_settings(store=store), lambda s: s.delete_data_set(name))
+    click.echo(f"deleted data set {name}")
+
+
+@datasets.command("empty")
+@click.argument("name")
+@store_option
+def empty_data_set(name: str, store: str | None) -> None:
+    """Remove every record of a data set; keep its settings and tokens."""
+
+    async def empty(s: Store) -> int:
+        return await s.replace(await _find(s, name), [])
+
+    count = _run(_settings(store=store), empty)
+    click.echo(f"{name} now contains {count} records")
+
+
+@main.group()
+def tokens() -> None:
+    """Issue, import, list, rotate and revoke tokens."""
+
+
+def _token_options(command: Callable[..., Any]) -> Callable[..., Any]:
+    options = [
+        click.option("--data-set", help="The data set the token is for."),
+        click.option(
+            "--scope",
+            "scopes",
+            multiple=True,
+            type=click.Choice([READ, WRITE, ADMIN]),
+            help="read, write or admin; repeat for several [read and write].",
+        ),
+        click.option("--admin", is_flag=True, help="An admin token (all data sets)."),
+        click.option("--name", default="", help="A label for people."),
+        click.option("--expires-in", type=int, help="Seconds until it stops working."),
+        store_option,
+    ]
+    for option in reversed(options):
+        command = option(command)
+    return command
+
+
+@tokens.command("issue")
+@_token_options
+def issue_token(store: str | None, **options: Any) -> None:
+    """Issue a new token and print its value (shown once)."""
+    value, token = _issue(store, options, None)
+    click.echo(f"issued token {token.id} ({_scopes(token)})")
+    click.echo(f"token (shown once, keep it secret): {value}")
+
+
+@tokens.command("import")
+@_token_options
+@click.option(
+    "--value-file",
+    type=click.File(),
+    default="-",
+    help="File holding the token value [standard input].",
+)
+def import_token(store: str | None, value_file: Any, **options: Any) -> None:
+    """Import an existing token value (read from standard input)."""
+    value = value_file.read().strip()
+    _warn_if_short(value)
+    _, token = _issue(store, options, value)
+    click.echo(f"imported token {token.id} ({_scopes(token)})")
+
+
+@tokens.command("list")
+@click.option("--data-set", help="Only this data set's tokens.")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+@store_option
+def list_tokens(data_set: str | None, as_json: bool, store: str | None) -> None:
+    """List tokens (never their values: only a prefix to recognise them)."""
+    found = _run(_settings(store=store), lambda s: s.list_tokens(data_set))
+    described = [admin.describe_token(token) for token in found]
+    if as_json:
+        click.echo(json.dumps(described, indent=2))
+        return
+    columns = ("id", "prefix", "data_set", "scopes", "name", "created_at",
+               "expires_at", "revoked_at", "last_used_at")  # fmt: skip
+    click.echo("\t".join(columns))
+    for item in described:
+        click.echo("\t".join(_cell(item[column]) for column in columns))
+
+
+@tokens.command("revoke")
+@click.argument("token_id", type=int)
+@store_option
+def revoke_token(token_id: int, store: str | None) -> None:
+    """Make a token stop working now."""
+    _run(_settings(store=store), lambda s: admin.revoke_token(s, token_id))
+    click.echo(f"revoked token {token_id}")
+
+
+@tokens.command("rotate")
+@click.argument("token_id", type=int)
+@click.option(
+    "--grace",
+    type=int,
+    default=86_400,
+    show_default=True,
+    help="Seconds the old token keeps working.",
+)
+@store_option
+def rotate_token(token_id: int, grace: int, store: str | None) -> None:
+    """Issue a successor to a token; the old one works for --grace seconds."""
+    value, new, old = _run(
+        _settings(store=store), lambda s: admin.rotate_token(s, token_id, grace)
+    )
+    click.echo(f"issued token {new.id}; token {old.id} stops at {old.expires_at}")
+    click.echo(f"token (shown once, keep it secret): {value}")
+
+
+def _issue(
+    store: str | None, options: dict[str, Any], value: str | None
+) -> tuple[str, Token]:
+    scopes = set(options["scopes"] or ((ADMIN,) if options["admin"] else (READ, WRITE)))
+    if options["admin"]:
+        scopes.add(ADMIN)
+    expires_in = options["expires_in"]
+    expires = (
+        None
+        if expires_in is None
+        else datetime.now(UTC) + timedelta(seconds=expires_in)
+    )
+    return _run(
+        _settings(store=store),
+        lambda s: admin.issue_token(
+            s,
+            scopes=frozenset(scopes),
+            data_set_name=options["data_set"],
+            name=options["name"],
+            expires_at=expires,
+            value=value,
+        ),
+    )
+
+
+def _given(options: dict[str, Any]) -> dict[str, Any]:
+    """The settings a command was given, read from files where needed."""
+    given = {name: value for name, value in options.items() if value is not None}
+    if "schema" in given:
+        given["schema"] = _checked(lambda: json.load(given["schema"]))
+    return given
+
+
+def _checked(make: Callable[[], T]) -> T:
+    try:
+        return make()
+    except (admin.SettingsError, json.JSONDecodeError) as exc:
+        raise click.UsageError(str(exc)) from exc
+
+
+def _warn_if_short(value: str | None) -> None:
+    if value is not None and len(value) < admin.SHORT_TOKEN:
+        click.echo(
+            f"warning: the imported token has {len(value)} characters; tokens "
+            f"under {admin.SHORT_TOKEN} can be guessed. Rotate it when you can.",
+            err=True,
+        )
+
+
+def _scopes(token: Token) -> str:
+    where = "all data sets" if token.data_set_name is None else token.data_set_name
+    return f"{', '.join(sorted(token.scopes))} on {where}"
+
+
+def _cell(value: Any) -> str:
+    if value is None:
+        return "-"
+    return ",".join(value) if isinstance(value, list) else str(value)
 
 
 def _settings(**overrides: Any) -> Settings:
@@ -139,66 +358,41 @@ def _settings(**overrides: Any) -> Settings:
         raise click.UsageError(str(exc)) from exc
 
 
-def _data_set(
-    group: str, type: str, auto_ids: str, public: bool, description: str
-) -> DataSet:
-    try:
-        check_segment("group", group)
-        check_segment("type", type)
-    except ValueError as exc:
-        raise click.BadParameter(str(exc)) from exc
-    fields = tuple(field.strip() for field in auto_ids.split(",") if field.strip())
-    return DataSet(
-        group=group, type=type, auto_ids=fields, public=public, description=description
-    )
+def _open(settings: Settings) -> Store:
+    return open_store(settings.store, pool_size=settings.pool_size)
 
 
-def _migrate(settings: Settings) -> tuple[int, int]:
-    store = open_store(settings.store, pool_size=settings.pool_size)
+def _run(settings: Settings, action: Callable[[Store], Awaitable[T]]) -> T:
+    async def inside() -> T:
+        async with _open(settings) as store:
+            return await action(store)
+
     try:
-        return asyncio.run(store.migrate())
-    except TallybookError as exc:
+        return asyncio.run(inside())
+    except admin.SettingsError as exc:
+        raise click.UsageError(str(exc)) from exc
+    except (TallybookError, ValueError) as exc:
         raise click.ClickException(str(exc)) from exc
+
+
+async def _find(store: Store, name: str) -> DataSet:
+    found = await store.get_data_set(name)
+    if found is None:
+        raise DataSetNotFound(f"no data set is named {name}")
+    return found
 
 
 async def _check_store(store: Store) -> None:
     """Opening the store checks it is reachable and its schema is current."""
 
 
-def _run(settings: Settings, action: Callable[[Store], Awaitable[T]]) -> T:
-    async def inside() -> T:
-        async with open_store(settings.store, pool_size=settings.pool_size) as store:
-            return await action(store)
-
-    try:
-        return asyncio.run(inside())
-    except (TallybookError, ValueError) as exc:
-        raise click.ClickException(str(exc)) from exc
-
-
-async def _create(store: Store, data_set: DataSet, value: str | None) -> str:
-    await store.create_data_set(data_set)
-    return await _issue(store, data_set, value)
-
-
-async def _issue(store: Store, data_set: DataSet, value: str | None = None) -> str:
-    token = value or new_token()
-    await store.add_token(
-        TokenEntry(
-            hash=hash_token(token),
-            scopes=frozenset((READ, WRITE)),
-            data_set_name=data_set.name,
-            name="",
-            created_at=datetime.now(UTC),
-        )
-    )
-    return token
-
-
 async def _demo_token(store: Store) -> str:
     with contextlib.suppress(DataSetExists):
         await store.create_data_set(DEMO)
-    return await _issue(store, DEMO)
+    value, _ = await admin.issue_token(
+        store, scopes=frozenset((READ, WRITE)), data_set_name=DEMO.name, name="demo"
+    )
+    return value
 
 
 def _demo_text(settings: Settings, token: str) -> str:

@@ -7,6 +7,7 @@ import re
 import secrets
 from dataclasses import dataclass, field
 from datetime import datetime
+from typing import Any
 
 _SEGMENT = re.compile(r"[a-z0-9][a-z0-9-]*", re.ASCII)
 NAME_PATTERN = "[a-z0-9][a-z0-9_]*_[a-z0-9_]*"
@@ -16,6 +17,8 @@ TOKEN_BYTES = 32  # 256 bits of randomness, as DESIGN.md requires
 READ = "read"
 WRITE = "write"
 ADMIN = "admin"
+SCOPES = frozenset((READ, WRITE, ADMIN))
+PREFIX_LENGTH = 8  # characters of a token kept to recognise it in lists
 
 
 @dataclass(frozen=True)
@@ -30,6 +33,7 @@ class DataSet:
         public: whether anyone may read it without a token.
         description: free text for people.
         max_age_expected: seconds after which the data set counts as stale.
+        schema: a JSON Schema each record must match, if any.
         id: the store's key for it, once stored.
     """
 
@@ -39,6 +43,7 @@ class DataSet:
     public: bool = False
     description: str = ""
     max_age_expected: int | None = None
+    schema: dict[str, Any] | None = field(default=None, hash=False)
     id: int | None = field(default=None, compare=False)
 
     @property
@@ -48,26 +53,58 @@ class DataSet:
 
 
 @dataclass(frozen=True)
-class Grant:
-    """What a token allows, as found in the store.
+class Token:
+    """A token as the store knows it: never its value, only what it grants.
 
     Attributes:
         scopes: any of `read`, `write`, `admin`.
-        data_set: the data set the token belongs to; None for admin tokens.
-        expires_at: when the token stops working, if ever.
-        revoked_at: when the token was revoked, if it was.
+        data_set_name: the data set it belongs to; None for admin tokens.
+        created_at: when it was issued or imported.
+        name: a label for people.
+        prefix: its first characters, to recognise it in lists.
+        expires_at: when it stops working, if ever.
+        revoked_at: when it was revoked, if it was.
+        last_used_at: when it was last used (to the minute).
+        id: the store's key for it, once stored.
     """
 
     scopes: frozenset[str]
-    data_set: DataSet | None
+    data_set_name: str | None
+    created_at: datetime
+    name: str = ""
+    prefix: str = ""
     expires_at: datetime | None = None
     revoked_at: datetime | None = None
+    last_used_at: datetime | None = None
+    id: int | None = None
 
     def is_active(self, now: datetime) -> bool:
         """Whether the token may be used at `now`."""
         if self.revoked_at is not None and self.revoked_at <= now:
             return False
         return self.expires_at is None or now < self.expires_at
+
+
+@dataclass(frozen=True)
+class Grant:
+    """What a presented token allows, as found in the store.
+
+    Attributes:
+        token: the token's record.
+        data_set: the data set the token belongs to; None for admin tokens.
+    """
+
+    token: Token
+    data_set: DataSet | None
+
+    @property
+    def scopes(self) -> frozenset[str]:
+        """The token's scopes."""
+        return self.token.scopes
+
+    def is_active(self, now: datetime) -> bool:
+        """Whether the token may be used at `now`."""
+        return self.token.is_active(now)
 
     def allows(self, scope: str, data_set_name: str) -> bool:
         """Whether the token grants `scope` on the named data set."""
@@ -101,6 +138,24 @@ def check_segment(kind: str, text: str) -> str:
 def new_token() -> str:
     """Make a new random token value."""
     return _TOKEN_PREFIX + secrets.token_urlsafe(TOKEN_BYTES)
+
+
+def check_scopes(scopes: frozenset[str], data_set_name: str | None) -> None:
+    """Refuse scope sets that cannot work: raise ValueError saying why."""
+    unknown = scopes - SCOPES
+    if unknown:
+        raise ValueError(
+            f"unknown scope {sorted(unknown)[0]!r}; use read, write or admin."
+        )
+    if not scopes:
+        raise ValueError("a token needs at least one scope: read, write or admin.")
+    if ADMIN not in scopes and data_set_name is None:
+        raise ValueError("a read or write token needs a data set.")
+
+
+def token_prefix(value: str) -> str:
+    """The part of a token shown in lists: enough to recognise, not to use."""
+    return value[:PREFIX_LENGTH]
 
 
 def hash_token(value: str) -> bytes:

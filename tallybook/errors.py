@@ -9,6 +9,7 @@ The tree::
     │   ├── Forbidden             403: a valid token without the right
     │   ├── NotFound              404
     │   ├── MethodNotAllowed      405
+    │   ├── Conflict              409: the name or token is taken
     │   ├── PayloadTooLarge       413
     │   ├── UnsupportedMediaType  415
     │   └── ServiceUnavailable    503: the store cannot be reached now
@@ -16,6 +17,8 @@ The tree::
         ├── StoreUnavailable      the database cannot be reached (HTTP 503)
         ├── DataSetExists         a data set with that name exists already
         ├── DataSetNotFound       no data set with that name
+        ├── TokenExists           the same token value is stored already
+        ├── TokenNotFound         no token with that id
         └── SchemaMismatch        the database schema is not the code's
 
 Every request error carries a list of `Problem`; the HTTP layer renders them
@@ -99,6 +102,12 @@ class MethodNotAllowed(RequestError):
     status = 405
 
 
+class Conflict(RequestError):
+    """The data set or token exists already."""
+
+    status = 409
+
+
 class PayloadTooLarge(RequestError):
     """The body, once read or decoded, is over a configured limit."""
 
@@ -131,6 +140,14 @@ class DataSetExists(StoreError):
 
 class DataSetNotFound(StoreError):
     """No data set has this name."""
+
+
+class TokenExists(StoreError):
+    """The same token value is stored already."""
+
+
+class TokenNotFound(StoreError):
+    """No token has this id."""
 
 
 class SchemaMismatch(StoreError):

@@ -9,6 +9,7 @@ record, reporting every problem at once, and turns the good ones into
 from __future__ import annotations
 
 import base64
+import functools
 import json
 import math
 import re
@@ -18,6 +19,8 @@ from dataclasses import dataclass
 from typing import Any, NamedTuple
 
 import orjson
+from jsonschema import Draft202012Validator
+from jsonschema.exceptions import ValidationError
 
 from tallybook import timestamps
 from tallybook.datasets import DataSet
@@ -190,6 +193,7 @@ class _Checker:
     def __init__(self, data_set: DataSet, limits: Limits) -> None:
         self.auto_ids = data_set.auto_ids
         self.limits = limits
+        self.schema = None if data_set.schema is None else _validator(data_set.schema)
         self.problems: list[Problem] = []
 
     def rows(self, batch: list[dict[str, Any]]) -> Iterator[Record]:
@@ -213,9 +217,19 @@ class _Checker:
             if not self.plain(value):
                 self.check_value(index, key, value)
         times = self.times(index, record)
+        if self.schema is not None:
+            self.check_schema(index, record)
         if len(self.problems) > before:
             return None
         return self.build(index, record, times)
+
+    def check_schema(self, index: int, record: dict[str, Any]) -> None:
+        assert self.schema is not None
+        for error in self.schema.iter_errors(record):
+            field = _schema_field(error)
+            self.add(
+                index, field, f"does not match the data set's schema: {error.message}."
+            )
 
     def plain(self, value: Any) -> bool:
         """Whether a value is fine: the quick check run on every value."""
@@ -379,6 +393,26 @@ class _Checker:
             return None
         joined = ".".join(_id_part(body[field]) for field in self.auto_ids)
         return base64.b64encode(joined.encode()).decode()
+
+
+@functools.lru_cache(maxsize=256)
+def _compiled(schema_text: str) -> Draft202012Validator:
+    return Draft202012Validator(json.loads(schema_text))
+
+
+def _validator(schema: dict[str, Any]) -> Draft202012Validator:
+    return _compiled(json.dumps(schema, sort_keys=True))
+
+
+def _schema_field(error: ValidationError) -> str | None:
+    """The record field a schema error is about, when there is one."""
+    if error.absolute_path:
+        return str(error.absolute_path[0])
+    required = error.validator_value if error.validator == "required" else None
+    if isinstance(required, list) and isinstance(error.instance, dict):
+        missing = [key for key in required if key not in error.instance]
+        return str(missing[0]) if missing else None
+    return None
 
 
 def _id_part(value: Any) -> str:

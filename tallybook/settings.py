@@ -53,6 +53,14 @@ class Settings:
         32 * 1024, "Bodies at least this large are parsed in a helper process."
     )
     log_level: str = _setting("INFO", "Logging level of `serve`.")
+    log_format: str = _setting(
+        "text", "Log lines as `text` or `json` (one object each)."
+    )
+    admin_token: str = field(
+        default="",
+        repr=False,
+        metadata={"help": "An admin token to import at start-up if it is unknown."},
+    )
 
     @classmethod
     def from_env(

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import json
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
@@ -11,10 +12,16 @@ from typing import Any
 
 import pytest
 
-from tallybook.datasets import READ, WRITE, DataSet, hash_token
-from tallybook.errors import DataSetExists, DataSetNotFound, StoreError
+from tallybook.datasets import ADMIN, READ, WRITE, DataSet, Token, hash_token
+from tallybook.errors import (
+    DataSetExists,
+    DataSetNotFound,
+    StoreError,
+    TokenExists,
+    TokenNotFound,
+)
 from tallybook.records import Record
-from tallybook.store import SQLiteStore, Store, TokenEntry, Window, open_store
+from tallybook.store import SQLiteStore, Store, Window, open_store
 
 Scenario = Callable[[Store], Awaitable[Any]]
 DS = DataSet(group="g", type="t", auto_ids=("a", "b"), description="d")
@@ -32,6 +39,10 @@ def run(make_store: Callable[[], Store], scenario: Scenario) -> Any:
             return await scenario(store)
 
     return asyncio.run(inside())
+
+
+def _token(*scopes: str, data_set: str | None = "g_t", name: str = "n") -> Token:
+    return Token(frozenset(scopes), data_set, datetime.now(UTC), name, "tb_x")
 
 
 def _record(record_id: str, day: int = 1, body: str = "{}") -> Record:
@@ -68,12 +79,11 @@ def test_store_data_set_name_is_unique(make_store: Callable[[], Store]) -> None:
 
 
 def test_store_token_grant(make_store: Callable[[], Store]) -> None:
-    entry = TokenEntry(hash_token("x"), frozenset((READ, WRITE)), "g_t", "n",
-                       datetime.now(UTC))  # fmt: skip
+    entry = _token(READ, WRITE)
 
     async def scenario(store: Store) -> Any:
         await store.create_data_set(DS)
-        await store.add_token(entry)
+        await store.add_token(hash_token("x"), entry)
         return await store.find_grant(hash_token("x")), await store.find_grant(b"y")
 
     grant, missing = run(make_store, scenario)
@@ -81,10 +91,9 @@ def test_store_token_grant(make_store: Callable[[], Store]) -> None:
 
 
 def test_store_token_for_missing_data_set(make_store: Callable[[], Store]) -> None:
-    entry = TokenEntry(hash_token("x"), frozenset((READ,)), "nope_x", "",
-                       datetime.now(UTC))  # fmt: skip
+    entry = _token(READ, data_set="nope_x")
     with pytest.raises(DataSetNotFound):
-        run(make_store, lambda store: store.add_token(entry))
+        run(make_store, lambda store: store.add_token(b"h", entry))
 
 
 def test_store_write_upserts_and_reads_in_order(
@@ -176,15 +185,14 @@ def test_store_orders_ids_by_code_point(make_store: Callable[[], Store]) -> None
 
 
 def test_store_token_value_used_twice(make_store: Callable[[], Store]) -> None:
-    entry = TokenEntry(hash_token("x"), frozenset((READ,)), "g_t", "",
-                       datetime.now(UTC))  # fmt: skip
+    entry = _token(READ)
 
     async def scenario(store: Store) -> None:
         await store.create_data_set(DS)
-        await store.add_token(entry)
-        await store.add_token(entry)
+        await store.add_token(b"same", entry)
+        await store.add_token(b"same", entry)
 
-    with pytest.raises(StoreError, match="in use already"):
+    with pytest.raises(TokenExists, match="in use already"):
         run(make_store, scenario)
 
 
@@ -192,3 +200,85 @@ def test_store_migrate_is_idempotent(make_store: Callable[[], Store]) -> None:
     asyncio.run(make_store().migrate())
     before, after = asyncio.run(make_store().migrate())
     assert before == after >= 1
+
+
+def test_store_data_set_update_and_delete(make_store: Callable[[], Store]) -> None:
+    schema = {"type": "object", "required": ["n"]}
+
+    async def scenario(store: Store) -> Any:
+        ds = await store.create_data_set(DS)
+        await store.write(ds, [_record("a")])
+        await store.add_token(b"h", _token(READ))
+        changed = dataclasses.replace(ds, public=True, schema=schema, auto_ids=())
+        updated = await store.update_data_set(changed)
+        found = await store.get_data_set("g_t")
+        await store.delete_data_set("g_t")
+        gone = await store.get_data_set("g_t"), await store.find_grant(b"h")
+        return updated, found, gone
+
+    updated, found, gone = run(make_store, scenario)
+    assert updated == found and found.schema == schema and found.public
+    assert gone == (None, None)
+
+
+def test_store_missing_data_set_update_and_delete(
+    make_store: Callable[[], Store],
+) -> None:
+    async def scenario(store: Store) -> list[type[Exception]]:
+        raised = []
+        for action in (store.update_data_set(DS), store.delete_data_set("g_t")):
+            try:
+                await action
+            except DataSetNotFound as exc:
+                raised.append(type(exc))
+        return raised
+
+    assert run(make_store, scenario) == [DataSetNotFound, DataSetNotFound]
+
+
+def test_store_tokens_listed_ended_and_touched(make_store: Callable[[], Store]) -> None:
+    at = datetime(2030, 1, 1, tzinfo=UTC)
+
+    async def scenario(store: Store) -> Any:
+        await store.create_data_set(DS)
+        first = await store.add_token(b"1", _token(READ, WRITE))
+        admin = await store.add_token(b"2", _token(ADMIN, data_set=None))
+        assert first.id is not None and admin.id is not None
+        await store.touch_token(first.id, at)
+        expiring = await store.end_token(first.id, at, revoke=False)
+        revoked = await store.end_token(admin.id, at, revoke=True)
+        return (
+            expiring,
+            revoked,
+            await store.list_tokens("g_t"),
+            await store.list_tokens(),
+        )
+
+    expiring, revoked, mine, every = run(make_store, scenario)
+    assert (expiring.expires_at, expiring.last_used_at, revoked.revoked_at) == (at,) * 3
+    assert [t.id for t in mine] == [expiring.id]
+    assert [t.id for t in every] == [expiring.id, revoked.id]
+    assert revoked.data_set_name is None and revoked.prefix == "tb_x"
+
+
+def test_store_ending_missing_token(make_store: Callable[[], Store]) -> None:
+    at = datetime.now(UTC)
+    with pytest.raises(TokenNotFound):
+        run(make_store, lambda store: store.end_token(999, at, revoke=True))
+
+
+def test_store_freshness_follows_writes(make_store: Callable[[], Store]) -> None:
+    async def scenario(store: Store) -> Any:
+        ds = await store.create_data_set(DS)
+        before = await store.freshness()
+        await store.write(ds, [_record("a")])
+        return before, await store.freshness()
+
+    before, after = run(make_store, scenario)
+    assert [f.last_updated for f in before] == [None]
+    assert after[0].data_set == DS and after[0].last_updated is not None
+    assert abs((datetime.now(UTC) - after[0].last_updated).total_seconds()) < 60
+
+
+def test_store_ping(make_store: Callable[[], Store]) -> None:
+    assert run(make_store, lambda store: store.ping()) is None

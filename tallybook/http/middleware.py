@@ -62,7 +62,9 @@ class RequestLog:
             logger.exception("request %s failed", request_id)
             if seen["status"] is None:
                 await internal_error_response(request_id)(scope, receive, send_with_id)
-        _log(scope, seen["status"], time.perf_counter() - started)
+        seconds = time.perf_counter() - started
+        _log(scope, seen["status"], seconds)
+        _count(scope, seen["status"], seconds)
 
 
 def clean_path(path: str) -> str:
@@ -80,14 +82,29 @@ def _request_id(scope: Scope) -> str:
     return uuid.uuid4().hex
 
 
+def _count(scope: Scope, status: int | None, seconds: float) -> None:
+    metrics = getattr(scope["app"].state, "metrics", None)
+    if metrics is None or status is None:
+        return
+    route = scope.get("route")
+    template = getattr(route, "path", "unmatched")
+    records = scope["state"].get("records", 0)
+    metrics.observe(template, scope["method"], status, seconds, records)
+
+
 def _log(scope: Scope, status: int | None, seconds: float) -> None:
     state = scope["state"]
+    fields = {
+        "method": scope["method"],
+        "path": scope["path"][:200],
+        "status": status,
+        "duration_ms": round(seconds * 1000, 1),
+        "records": state.get("records", 0),
+        "request_id": state["request_id"],
+    }
     logger.info(
-        "%s %s %s %.1fms records=%d request_id=%s",
-        scope["method"],
-        scope["path"][:200],
-        status,
-        seconds * 1000,
-        state.get("records", 0),
-        state["request_id"],
+        "%(method)s %(path)s %(status)s %(duration_ms).1fms records=%(records)d "
+        "request_id=%(request_id)s",
+        fields,
+        extra={"request": fields},
     )

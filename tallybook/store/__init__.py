@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
-from tallybook.store.base import Store, TokenEntry, Window
+from tallybook.store.base import Freshness, Store, Window
 from tallybook.store.postgres import PostgresStore
 from tallybook.store.sqlite import SQLiteStore
 
 __all__ = [
+    "Freshness",
     "PostgresStore",
     "SQLiteStore",
     "Store",

@@ -11,27 +11,8 @@ from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 
-from tallybook.datasets import DataSet, Grant
+from tallybook.datasets import DataSet, Grant, Token
 from tallybook.records import Record
-
-
-@dataclass(frozen=True)
-class TokenEntry:
-    """A token as stored: its hash and what it grants.
-
-    Attributes:
-        hash: SHA-256 digest of the token value.
-        scopes: any of `read`, `write`, `admin`.
-        data_set_name: the data set it belongs to (None for admin tokens).
-        name: a label for people.
-        created_at: when it was issued.
-    """
-
-    hash: bytes
-    scopes: frozenset[str]
-    data_set_name: str | None
-    name: str
-    created_at: datetime
 
 
 @dataclass(frozen=True)
@@ -47,6 +28,19 @@ class Window:
     start: int | None = None
     end: int | None = None
     limit: int | None = None
+
+
+@dataclass(frozen=True)
+class Freshness:
+    """When a data set was last written to.
+
+    Attributes:
+        data_set: the data set.
+        last_updated: the latest write of any of its records; None if empty.
+    """
+
+    data_set: DataSet
+    last_updated: datetime | None
 
 
 class Store(ABC):
@@ -72,6 +66,10 @@ class Store(ABC):
         """Finish pending writes and release every connection."""
 
     @abstractmethod
+    async def ping(self) -> None:
+        """Return if the store answers; raise StoreUnavailable otherwise."""
+
+    @abstractmethod
     async def create_data_set(self, data_set: DataSet) -> DataSet:
         """Store a new data set and return it with its id.
 
@@ -88,17 +86,57 @@ class Store(ABC):
         """Return every data set, ordered by name."""
 
     @abstractmethod
-    async def add_token(self, token: TokenEntry) -> None:
-        """Store a token hash.
+    async def update_data_set(self, data_set: DataSet) -> DataSet:
+        """Replace the settings of the data set with this name.
+
+        Raises:
+            DataSetNotFound: no data set has the name.
+        """
+
+    @abstractmethod
+    async def delete_data_set(self, name: str) -> None:
+        """Delete a data set with its records and tokens.
+
+        Raises:
+            DataSetNotFound: no data set has the name.
+        """
+
+    @abstractmethod
+    async def freshness(self) -> list[Freshness]:
+        """Return when each data set was last written to, ordered by name."""
+
+    @abstractmethod
+    async def add_token(self, token_hash: bytes, token: Token) -> Token:
+        """Store a token under the hash of its value; return it with its id.
 
         Raises:
             DataSetNotFound: its data set does not exist.
-            StoreError: the same token is stored already.
+            TokenExists: the same value is stored already.
         """
 
     @abstractmethod
     async def find_grant(self, token_hash: bytes) -> Grant | None:
         """Return what the token with this hash grants, if it is known."""
+
+    @abstractmethod
+    async def list_tokens(self, data_set_name: str | None = None) -> list[Token]:
+        """Return the tokens of one data set (or all), oldest first."""
+
+    @abstractmethod
+    async def get_token(self, token_id: int) -> Token | None:
+        """Return the token with this id, if any."""
+
+    @abstractmethod
+    async def end_token(self, token_id: int, at: datetime, *, revoke: bool) -> Token:
+        """Make a token stop working at `at`: revoke it, or set its expiry.
+
+        Raises:
+            TokenNotFound: no token has the id.
+        """
+
+    @abstractmethod
+    async def touch_token(self, token_id: int, at: datetime) -> None:
+        """Record that the token was used at `at`."""
 
     @abstractmethod
     async def write(self, data_set: DataSet, records: Sequence[Record]) -> None:

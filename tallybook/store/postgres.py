@@ -15,41 +15,62 @@ from __future__ import annotations
 
 import asyncio
 import hmac
+import json
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass, field, replace
+from datetime import datetime
 from typing import Any, TypeVar
 
 import asyncpg
 
-from tallybook.datasets import DataSet, Grant
+from tallybook.datasets import DataSet, Grant, Token
 from tallybook.errors import (
     DataSetExists,
     DataSetNotFound,
     StoreError,
     StoreUnavailable,
+    TokenExists,
+    TokenNotFound,
 )
 from tallybook.records import Record
 from tallybook.store import postgres_schema
-from tallybook.store.base import Store, TokenEntry, Window
+from tallybook.store.base import Freshness, Store, Window
 
 T = TypeVar("T")
 logger = logging.getLogger(__name__)
 _MICROS = "timestamptz 'epoch' + interval '1 microsecond' * "
+# One statement, so one transaction and one round trip: the upsert, then the
+# data sets' last write time, which is kept to the second so that concurrent
+# writers of one data set rarely wait on its row.
 _UPSERT = f"""
-INSERT INTO records (data_set_id, id, timestamp, updated_at, body)
-SELECT r.data_set_id, r.id, {_MICROS} r.micros, now(), r.body::jsonb
-FROM unnest($1::bigint[], $2::text[], $3::bigint[], $4::text[])
-    AS r (data_set_id, id, micros, body)
-ON CONFLICT (data_set_id, id) DO UPDATE SET
-    timestamp = excluded.timestamp,
-    updated_at = excluded.updated_at,
-    body = excluded.body
+WITH written AS (
+    INSERT INTO records (data_set_id, id, timestamp, updated_at, body)
+    SELECT r.data_set_id, r.id, {_MICROS} r.micros, now(), r.body::jsonb
+    FROM unnest($1::bigint[], $2::text[], $3::bigint[], $4::text[])
+        AS r (data_set_id, id, micros, body)
+    ON CONFLICT (data_set_id, id) DO UPDATE SET
+        timestamp = excluded.timestamp,
+        updated_at = excluded.updated_at,
+        body = excluded.body
+    RETURNING data_set_id
+)
+UPDATE data_sets SET last_write_at = now()
+WHERE id IN (SELECT data_set_id FROM written)
+    AND (last_write_at IS NULL OR last_write_at < now() - interval '1 second')
+"""
+_TOUCH = """
+UPDATE data_sets SET last_write_at = now() WHERE id = $1
 """
 _DATA_SET_COLUMNS = (
     "d.id, d.data_group, d.data_type, d.auto_ids, d.public, d.description, "
-    "d.max_age_expected"
+    "d.max_age_expected, d.schema::text"
 )
+_TOKEN_COLUMNS = (
+    "t.id, t.scopes, d.name, t.created_at, t.name, t.prefix, t.expires_at, "
+    "t.revoked_at, t.last_used_at"
+)
+_TOKENS_FROM = "FROM tokens t LEFT JOIN data_sets d ON d.id = t.data_set_id"
 # Errors after which the same work can succeed on a new connection.
 _CONNECTION_ERRORS = (
     asyncpg.PostgresConnectionError,
@@ -123,26 +144,75 @@ class PostgresStore(Store):
         rows = await self._run(lambda db: db.fetch(sql))
         return [_data_set(row) for row in rows]
 
-    async def add_token(self, token: TokenEntry) -> None:
-        """Store a token hash for its data set."""
-        await self._run(lambda db: _insert_token(db, token))
+    async def update_data_set(self, data_set: DataSet) -> DataSet:
+        """Replace the settings of the data set with this name."""
+        return await self._run(lambda db: _update_data_set(db, data_set))
+
+    async def delete_data_set(self, name: str) -> None:
+        """Delete a data set with its records and tokens."""
+        sql = "DELETE FROM data_sets WHERE name = $1 RETURNING id"
+        if await self._run(lambda db: db.fetchval(sql, name)) is None:
+            raise DataSetNotFound(f"no data set is named {name}")
+
+    async def freshness(self) -> list[Freshness]:
+        """Return when each data set was last written to, ordered by name."""
+        sql = (
+            f"SELECT {_DATA_SET_COLUMNS}, d.last_write_at FROM data_sets d "
+            "ORDER BY d.name"
+        )
+        rows = await self._run(lambda db: db.fetch(sql))
+        return [Freshness(_data_set(row[:-1]), row[-1]) for row in rows]
+
+    async def ping(self) -> None:
+        """Answer if PostgreSQL answers a query."""
+        await self._run(lambda db: db.fetchval("SELECT 1"))
+
+    async def add_token(self, token_hash: bytes, token: Token) -> Token:
+        """Store a token under the hash of its value; return it with its id."""
+        return await self._run(lambda db: _insert_token(db, token_hash, token))
 
     async def find_grant(self, token_hash: bytes) -> Grant | None:
         """Return what the token with this hash grants, if it is known."""
         sql = (
-            "SELECT t.hash, t.scopes, t.expires_at, t.revoked_at, "
-            f"d.id IS NOT NULL, {_DATA_SET_COLUMNS} FROM tokens t "
-            "LEFT JOIN data_sets d ON d.id = t.data_set_id WHERE t.hash = $1"
+            f"SELECT t.hash, {_TOKEN_COLUMNS}, {_DATA_SET_COLUMNS} {_TOKENS_FROM} "
+            "WHERE t.hash = $1"
         )
         row = await self._run(lambda db: db.fetchrow(sql, token_hash))
         if row is None or not hmac.compare_digest(bytes(row[0]), token_hash):
             return None
-        return Grant(
-            scopes=frozenset(row[1].split(",")),
-            data_set=_data_set(row[5:]) if row[4] else None,
-            expires_at=row[2],
-            revoked_at=row[3],
+        token = _token(row[1:10])
+        data_set = None if token.data_set_name is None else _data_set(row[10:])
+        return Grant(token, data_set)
+
+    async def list_tokens(self, data_set_name: str | None = None) -> list[Token]:
+        """Return the tokens of one data set (or all), oldest first."""
+        sql = (
+            f"SELECT {_TOKEN_COLUMNS} {_TOKENS_FROM} "
+            "WHERE $1::text IS NULL OR d.name = $1 ORDER BY t.id"
         )
+        rows = await self._run(lambda db: db.fetch(sql, data_set_name))
+        return [_token(row) for row in rows]
+
+    async def get_token(self, token_id: int) -> Token | None:
+        """Return the token with this id, if any."""
+        sql = f"SELECT {_TOKEN_COLUMNS} {_TOKENS_FROM} WHERE t.id = $1"
+        row = await self._run(lambda db: db.fetchrow(sql, token_id))
+        return None if row is None else _token(row)
+
+    async def end_token(self, token_id: int, at: datetime, *, revoke: bool) -> Token:
+        """Revoke a token at `at`, or make it expire then."""
+        column = "revoked_at" if revoke else "expires_at"
+        sql = f"UPDATE tokens SET {column} = $2 WHERE id = $1 RETURNING id"
+        if await self._run(lambda db: db.fetchval(sql, token_id, at)) is None:
+            raise TokenNotFound(f"no token has the id {token_id}")
+        found = await self.get_token(token_id)
+        assert found is not None
+        return found
+
+    async def touch_token(self, token_id: int, at: datetime) -> None:
+        """Record that the token was used at `at`."""
+        sql = "UPDATE tokens SET last_used_at = $2 WHERE id = $1"
+        await self._run(lambda db: db.execute(sql, token_id, at))
 
     async def write(self, data_set: DataSet, records: Sequence[Record]) -> None:
         """Insert or replace records by `_id`; durable when this returns."""
@@ -305,6 +375,7 @@ async def _replace(
             [record.timestamp for record in ordered],
             [record.body for record in ordered],
         )
+        await db.execute(_TOUCH, data_set_id)
         sql = "SELECT count(*) FROM records WHERE data_set_id = $1"
         return int(await db.fetchval(sql, data_set_id))
 
@@ -313,22 +384,43 @@ async def _insert_data_set(db: asyncpg.Connection, data_set: DataSet) -> DataSet
     try:
         data_set_id = await db.fetchval(
             "INSERT INTO data_sets (name, data_group, data_type, auto_ids, public, "
-            "description, max_age_expected) VALUES ($1,$2,$3,$4,$5,$6,$7) "
-            "RETURNING id",
+            "description, max_age_expected, schema) "
+            "VALUES ($1, $2, $3, $4, $5, $6, $7, $8::jsonb) RETURNING id",
             data_set.name,
             data_set.group,
             data_set.type,
-            list(data_set.auto_ids),
-            data_set.public,
-            data_set.description,
-            data_set.max_age_expected,
+            *_settings(data_set),
         )
     except asyncpg.UniqueViolationError as exc:
         raise DataSetExists(f"the data set {data_set.name} exists already") from exc
     return replace(data_set, id=data_set_id)
 
 
-async def _insert_token(db: asyncpg.Connection, token: TokenEntry) -> None:
+async def _update_data_set(db: asyncpg.Connection, data_set: DataSet) -> DataSet:
+    data_set_id = await db.fetchval(
+        "UPDATE data_sets SET auto_ids = $2, public = $3, description = $4, "
+        "max_age_expected = $5, schema = $6::jsonb WHERE name = $1 RETURNING id",
+        data_set.name,
+        *_settings(data_set),
+    )
+    if data_set_id is None:
+        raise DataSetNotFound(f"no data set is named {data_set.name}")
+    return replace(data_set, id=data_set_id)
+
+
+def _settings(data_set: DataSet) -> tuple[Any, ...]:
+    return (
+        list(data_set.auto_ids),
+        data_set.public,
+        data_set.description,
+        data_set.max_age_expected,
+        None if data_set.schema is None else json.dumps(data_set.schema),
+    )
+
+
+async def _insert_token(
+    db: asyncpg.Connection, token_hash: bytes, token: Token
+) -> Token:
     data_set_id = None
     if token.data_set_name is not None:
         sql = "SELECT id FROM data_sets WHERE name = $1"
@@ -336,17 +428,20 @@ async def _insert_token(db: asyncpg.Connection, token: TokenEntry) -> None:
         if data_set_id is None:
             raise DataSetNotFound(f"no data set is named {token.data_set_name}")
     try:
-        await db.execute(
-            "INSERT INTO tokens (hash, data_set_id, scopes, name, created_at) "
-            "VALUES ($1,$2,$3,$4,$5)",
-            token.hash,
+        token_id = await db.fetchval(
+            "INSERT INTO tokens (hash, data_set_id, scopes, name, prefix, created_at, "
+            "expires_at) VALUES ($1, $2, $3, $4, $5, $6, $7) RETURNING id",
+            token_hash,
             data_set_id,
             ",".join(sorted(token.scopes)),
             token.name,
+            token.prefix,
             token.created_at,
+            token.expires_at,
         )
     except asyncpg.UniqueViolationError as exc:
-        raise StoreError("this token value is in use already") from exc
+        raise TokenExists("this token value is in use already") from exc
+    return replace(token, id=token_id)
 
 
 def _select(data_set_id: int, window: Window) -> tuple[str, list[Any]]:
@@ -373,7 +468,7 @@ def _key(data_set: DataSet) -> int:
 
 
 def _data_set(row: Sequence[Any]) -> DataSet:
-    data_set_id, group, type_, auto_ids, public, description, max_age = row
+    data_set_id, group, type_, auto_ids, public, description, max_age, schema = row
     return DataSet(
         group=group,
         type=type_,
@@ -381,5 +476,22 @@ def _data_set(row: Sequence[Any]) -> DataSet:
         public=public,
         description=description,
         max_age_expected=max_age,
+        schema=None if schema is None else json.loads(schema),
         id=data_set_id,
+    )
+
+
+def _token(row: Sequence[Any]) -> Token:
+    token_id, scopes, data_set_name, created, name, prefix = row[:6]
+    expires, revoked, used = row[6:]
+    return Token(
+        scopes=frozenset(scopes.split(",")),
+        data_set_name=data_set_name,
+        created_at=created,
+        name=name,
+        prefix=prefix,
+        expires_at=expires,
+        revoked_at=revoked,
+        last_used_at=used,
+        id=token_id,
     )

@@ -25,17 +25,22 @@ MIGRATIONS = (
         public boolean NOT NULL DEFAULT false,
         description text NOT NULL DEFAULT '',
         max_age_expected bigint,
+        schema jsonb,
         created_at timestamptz NOT NULL DEFAULT now(),
+        last_write_at timestamptz,
         UNIQUE (data_group, data_type)
     );
     CREATE TABLE tokens (
-        hash bytea PRIMARY KEY,
+        id bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+        hash bytea NOT NULL UNIQUE,
         data_set_id bigint REFERENCES data_sets (id) ON DELETE CASCADE,
         scopes text NOT NULL,
         name text NOT NULL DEFAULT '',
+        prefix text NOT NULL DEFAULT '',
         created_at timestamptz NOT NULL,
         expires_at timestamptz,
-        revoked_at timestamptz
+        revoked_at timestamptz,
+        last_used_at timestamptz
     );
     CREATE TABLE records (
         data_set_id bigint NOT NULL REFERENCES data_sets (id) ON DELETE CASCADE,

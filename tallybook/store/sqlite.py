@@ -21,10 +21,18 @@ from typing import Any
 
 import anyio.to_thread
 
-from tallybook.datasets import DataSet, Grant
-from tallybook.errors import DataSetExists, DataSetNotFound, SchemaMismatch, StoreError
+from tallybook import timestamps
+from tallybook.datasets import DataSet, Grant, Token
+from tallybook.errors import (
+    DataSetExists,
+    DataSetNotFound,
+    SchemaMismatch,
+    StoreError,
+    TokenExists,
+    TokenNotFound,
+)
 from tallybook.records import Record
-from tallybook.store.base import Store, TokenEntry, Window
+from tallybook.store.base import Freshness, Store, Window
 from tallybook.store.group_commit import GroupCommitter
 
 SCHEMA_VERSION = 1
@@ -38,17 +46,22 @@ CREATE TABLE data_sets (
     public INTEGER NOT NULL DEFAULT 0,
     description TEXT NOT NULL DEFAULT '',
     max_age_expected INTEGER,
+    schema TEXT,
     created_at TEXT NOT NULL,
+    last_write_at INTEGER,
     UNIQUE (data_group, data_type)
 );
 CREATE TABLE tokens (
-    hash BLOB PRIMARY KEY,
+    id INTEGER PRIMARY KEY,
+    hash BLOB NOT NULL UNIQUE,
     data_set_id INTEGER REFERENCES data_sets (id) ON DELETE CASCADE,
     scopes TEXT NOT NULL,
     name TEXT NOT NULL DEFAULT '',
+    prefix TEXT NOT NULL DEFAULT '',
     created_at TEXT NOT NULL,
     expires_at TEXT,
-    revoked_at TEXT
+    revoked_at TEXT,
+    last_used_at TEXT
 );
 CREATE TABLE records (
     data_set_id INTEGER NOT NULL REFERENCES data_sets (id) ON DELETE CASCADE,
@@ -70,7 +83,11 @@ ON CONFLICT (data_set_id, id) DO UPDATE SET
 """
 _DATA_SET_COLUMNS = (
     "d.id, d.data_group, d.data_type, d.auto_ids, d.public, d.description, "
-    "d.max_age_expected"
+    "d.max_age_expected, d.schema"
+)
+_TOKEN_COLUMNS = (
+    "t.id, t.scopes, d.name, t.created_at, t.name, t.prefix, t.expires_at, "
+    "t.revoked_at, t.last_used_at"
 )
 _PAGE = 1000
 
@@ -153,25 +170,79 @@ class SQLiteStore(Store):
         ).fetchall()
         return [_data_set(row) for row in rows]
 
-    async def add_token(self, token: TokenEntry) -> None:
-        """Store a token hash for its data set."""
-        await self._committer.run(lambda db: _insert_token(db, token))
+    async def update_data_set(self, data_set: DataSet) -> DataSet:
+        """Replace the settings of the data set with this name."""
+        return await self._committer.run(lambda db: _update_data_set(db, data_set))
+
+    async def delete_data_set(self, name: str) -> None:
+        """Delete a data set with its records and tokens."""
+        await self._committer.run(lambda db: _delete_data_set(db, name))
+
+    async def freshness(self) -> list[Freshness]:
+        """Return when each data set was last written to, ordered by name."""
+        rows = self._db.execute(
+            f"SELECT {_DATA_SET_COLUMNS}, d.last_write_at FROM data_sets d "
+            "ORDER BY d.name"
+        ).fetchall()
+        return [Freshness(_data_set(row[:-1]), _from_micros(row[-1])) for row in rows]
+
+    async def ping(self) -> None:
+        """Answer if the database file can be read."""
+        self._db.execute("SELECT 1").fetchone()
+
+    async def add_token(self, token_hash: bytes, token: Token) -> Token:
+        """Store a token under the hash of its value; return it with its id."""
+        return await self._committer.run(
+            lambda db: _insert_token(db, token_hash, token)
+        )
 
     async def find_grant(self, token_hash: bytes) -> Grant | None:
         """Return what the token with this hash grants, if it is known."""
         row = self._db.execute(
-            "SELECT t.hash, t.scopes, t.expires_at, t.revoked_at, d.id IS NOT NULL, "
-            f"{_DATA_SET_COLUMNS} FROM tokens t "
+            f"SELECT t.hash, {_TOKEN_COLUMNS}, {_DATA_SET_COLUMNS} FROM tokens t "
             "LEFT JOIN data_sets d ON d.id = t.data_set_id WHERE t.hash = ?",
             (token_hash,),
         ).fetchone()
         if row is None or not hmac.compare_digest(row[0], token_hash):
             return None
-        return Grant(
-            scopes=frozenset(row[1].split(",")),
-            data_set=_data_set(row[5:]) if row[4] else None,
-            expires_at=_moment(row[2]),
-            revoked_at=_moment(row[3]),
+        token = _token(row[1:10])
+        data_set = None if token.data_set_name is None else _data_set(row[10:])
+        return Grant(token, data_set)
+
+    async def list_tokens(self, data_set_name: str | None = None) -> list[Token]:
+        """Return the tokens of one data set (or all), oldest first."""
+        where, values = (
+            ("WHERE d.name = ?", (data_set_name,)) if data_set_name else ("", ())
+        )
+        rows = self._db.execute(
+            f"SELECT {_TOKEN_COLUMNS} FROM tokens t LEFT JOIN data_sets d "
+            f"ON d.id = t.data_set_id {where} ORDER BY t.id",
+            values,
+        ).fetchall()
+        return [_token(row) for row in rows]
+
+    async def get_token(self, token_id: int) -> Token | None:
+        """Return the token with this id, if any."""
+        row = self._db.execute(
+            f"SELECT {_TOKEN_COLUMNS} FROM tokens t LEFT JOIN data_sets d "
+            "ON d.id = t.data_set_id WHERE t.id = ?",
+            (token_id,),
+        ).fetchone()
+        return None if row is None else _token(row)
+
+    async def end_token(self, token_id: int, at: datetime, *, revoke: bool) -> Token:
+        """Revoke a token at `at`, or make it expire then."""
+        column = "revoked_at" if revoke else "expires_at"
+        await self._committer.run(lambda db: _end_token(db, token_id, column, at))
+        found = await self.get_token(token_id)
+        assert found is not None
+        return found
+
+    async def touch_token(self, token_id: int, at: datetime) -> None:
+        """Record that the token was used at `at`."""
+        sql = "UPDATE tokens SET last_used_at = ? WHERE id = ?"
+        await self._committer.run(
+            lambda db: db.execute(sql, (at.isoformat(), token_id))
         )
 
     async def write(self, data_set: DataSet, records: Sequence[Record]) -> None:
@@ -237,15 +308,13 @@ def _insert_data_set(db: sqlite3.Connection, data_set: DataSet) -> DataSet:
     try:
         cursor = db.execute(
             "INSERT INTO data_sets (name, data_group, data_type, auto_ids, public, "
-            "description, max_age_expected, created_at) VALUES (?,?,?,?,?,?,?,?)",
+            "description, max_age_expected, schema, created_at) "
+            "VALUES (?,?,?,?,?,?,?,?,?)",
             (
                 data_set.name,
                 data_set.group,
                 data_set.type,
-                json.dumps(list(data_set.auto_ids)),
-                int(data_set.public),
-                data_set.description,
-                data_set.max_age_expected,
+                *_settings(data_set),
                 datetime.now(UTC).isoformat(),
             ),
         )
@@ -254,7 +323,34 @@ def _insert_data_set(db: sqlite3.Connection, data_set: DataSet) -> DataSet:
     return dataclasses.replace(data_set, id=cursor.lastrowid)
 
 
-def _insert_token(db: sqlite3.Connection, token: TokenEntry) -> None:
+def _update_data_set(db: sqlite3.Connection, data_set: DataSet) -> DataSet:
+    cursor = db.execute(
+        "UPDATE data_sets SET auto_ids = ?, public = ?, description = ?, "
+        "max_age_expected = ?, schema = ? WHERE name = ? RETURNING id",
+        (*_settings(data_set), data_set.name),
+    )
+    row = cursor.fetchone()
+    if row is None:
+        raise DataSetNotFound(f"no data set is named {data_set.name}")
+    return dataclasses.replace(data_set, id=row[0])
+
+
+def _settings(data_set: DataSet) -> tuple[Any, ...]:
+    return (
+        json.dumps(list(data_set.auto_ids)),
+        int(data_set.public),
+        data_set.description,
+        data_set.max_age_expected,
+        None if data_set.schema is None else json.dumps(data_set.schema),
+    )
+
+
+def _delete_data_set(db: sqlite3.Connection, name: str) -> None:
+    if db.execute("DELETE FROM data_sets WHERE name = ?", (name,)).rowcount == 0:
+        raise DataSetNotFound(f"no data set is named {name}")
+
+
+def _insert_token(db: sqlite3.Connection, token_hash: bytes, token: Token) -> Token:
     data_set_id = None
     if token.data_set_name is not None:
         row = db.execute(
@@ -264,19 +360,30 @@ def _insert_token(db: sqlite3.Connection, token: TokenEntry) -> None:
             raise DataSetNotFound(f"no data set is named {token.data_set_name}")
         data_set_id = row[0]
     try:
-        db.execute(
-            "INSERT INTO tokens (hash, data_set_id, scopes, name, created_at) "
-            "VALUES (?,?,?,?,?)",
+        cursor = db.execute(
+            "INSERT INTO tokens (hash, data_set_id, scopes, name, prefix, created_at, "
+            "expires_at) VALUES (?,?,?,?,?,?,?)",
             (
-                token.hash,
+                token_hash,
                 data_set_id,
                 ",".join(sorted(token.scopes)),
                 token.name,
+                token.prefix,
                 token.created_at.isoformat(),
+                _text(token.expires_at),
             ),
         )
     except sqlite3.IntegrityError as exc:
-        raise StoreError("this token value is in use already") from exc
+        raise TokenExists("this token value is in use already") from exc
+    return dataclasses.replace(token, id=cursor.lastrowid)
+
+
+def _end_token(
+    db: sqlite3.Connection, token_id: int, column: str, at: datetime
+) -> None:
+    sql = f"UPDATE tokens SET {column} = ? WHERE id = ?"
+    if db.execute(sql, (at.isoformat(), token_id)).rowcount == 0:
+        raise TokenNotFound(f"no token has the id {token_id}")
 
 
 def _upsert(
@@ -285,6 +392,7 @@ def _upsert(
     now = time.time_ns() // 1000
     ds = data_set.id
     db.executemany(_UPSERT, [(ds, r.id, r.timestamp, now, r.body) for r in records])
+    db.execute("UPDATE data_sets SET last_write_at = ? WHERE id = ?", (now, ds))
 
 
 def _replace(
@@ -299,7 +407,7 @@ def _replace(
 
 
 def _data_set(row: Sequence[Any]) -> DataSet:
-    data_set_id, group, type_, auto_ids, public, description, max_age = row
+    data_set_id, group, type_, auto_ids, public, description, max_age, schema = row
     return DataSet(
         group=group,
         type=type_,
@@ -307,9 +415,34 @@ def _data_set(row: Sequence[Any]) -> DataSet:
         public=bool(public),
         description=description,
         max_age_expected=max_age,
+        schema=None if schema is None else json.loads(schema),
         id=data_set_id,
+    )
+
+
+def _token(row: Sequence[Any]) -> Token:
+    token_id, scopes, data_set_name, created, name, prefix = row[:6]
+    expires, revoked, used = row[6:]
+    return Token(
+        scopes=frozenset(scopes.split(",")),
+        data_set_name=data_set_name,
+        created_at=datetime.fromisoformat(created),
+        name=name,
+        prefix=prefix,
+        expires_at=_moment(expires),
+        revoked_at=_moment(revoked),
+        last_used_at=_moment(used),
+        id=token_id,
     )
 
 
 def _moment(text: str | None) -> datetime | None:
     return None if text is None else datetime.fromisoformat(text)
+
+
+def _text(moment: datetime | None) -> str | None:
+    return None if moment is None else moment.isoformat()
+
+
+def _from_micros(micros: int | None) -> datetime | None:
+    return None if micros is None else timestamps.from_micros(micros)

@@ -1,0 +1,264 @@
+"""Operations on data sets and tokens, shared by the CLI and the admin API.
+
+Each function checks its input, then acts through a store. Values of tokens
+are returned once, by the function that makes them, and never stored.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import re
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from jsonschema import Draft202012Validator
+from jsonschema.exceptions import SchemaError
+
+from tallybook.datasets import (
+    ADMIN,
+    READ,
+    WRITE,
+    DataSet,
+    Token,
+    check_scopes,
+    check_segment,
+    hash_token,
+    new_token,
+    token_prefix,
+)
+from tallybook.errors import TokenNotFound
+from tallybook.store import Store
+
+SHORT_TOKEN = 32
+SETTINGS = ("description", "schema", "auto_ids", "max_age_expected", "public")
+_FIELD = re.compile(r"[A-Za-z_][A-Za-z0-9_]*", re.ASCII)
+
+
+class SettingsError(ValueError):
+    """Data set settings or token options that cannot be used; says why."""
+
+
+def build_data_set(group: str, type: str, **settings: Any) -> DataSet:
+    """Check a new data set's names and settings, and build it.
+
+    Raises:
+        SettingsError: a bad name, or a setting of the wrong kind.
+    """
+    try:
+        check_segment("group", group)
+        check_segment("type", type)
+    except ValueError as exc:
+        raise SettingsError(str(exc)) from None
+    return change_settings(DataSet(group=group, type=type), **settings)
+
+
+def change_settings(data_set: DataSet, **settings: Any) -> DataSet:
+    """Return the data set with the given settings changed, after checks.
+
+    Raises:
+        SettingsError: an unknown setting, or a value of the wrong kind.
+    """
+    unknown = set(settings) - set(SETTINGS)
+    if unknown:
+        raise SettingsError(
+            f"unknown setting {sorted(unknown)[0]!r}; use {', '.join(SETTINGS)}."
+        )
+    checked: dict[str, Any] = {
+        name: _CHECKS[name](value) for name, value in settings.items()
+    }
+    return dataclasses.replace(data_set, **checked)
+
+
+def _description(value: Any) -> str:
+    if not isinstance(value, str) or len(value) > 10_000:
+        raise SettingsError(
+            "description must be a string of at most 10,000 characters."
+        )
+    return value
+
+
+def _schema(value: Any) -> dict[str, Any] | None:
+    if value is None:
+        return None
+    if not isinstance(value, dict):
+        raise SettingsError("schema must be a JSON Schema object, or null for none.")
+    try:
+        Draft202012Validator.check_schema(value)
+    except SchemaError as exc:
+        raise SettingsError(
+            f"schema is not a valid JSON Schema: {exc.message}."
+        ) from None
+    return value
+
+
+def _auto_ids(value: Any) -> tuple[str, ...]:
+    fields = value.split(",") if isinstance(value, str) else value
+    if not isinstance(fields, list | tuple) or not all(
+        isinstance(f, str) for f in fields
+    ):
+        raise SettingsError("auto_ids must be a list of field names.")
+    cleaned = tuple(field.strip() for field in fields if field.strip())
+    bad = [field for field in cleaned if not _FIELD.fullmatch(field)]
+    if bad:
+        raise SettingsError(f"auto_ids field {bad[0]!r} is not a valid key.")
+    return cleaned
+
+
+def _max_age(value: Any) -> int | None:
+    if value is None:
+        return None
+    if type(value) is not int or value <= 0:
+        raise SettingsError("max_age_expected must be a positive number of seconds.")
+    return int(value)
+
+
+def _public(value: Any) -> bool:
+    if type(value) is not bool:
+        raise SettingsError("public must be true or false.")
+    return bool(value)
+
+
+_CHECKS: dict[str, Any] = {
+    "description": _description,
+    "schema": _schema,
+    "auto_ids": _auto_ids,
+    "max_age_expected": _max_age,
+    "public": _public,
+}
+
+
+async def create_data_set(
+    store: Store, data_set: DataSet, token_value: str | None = None
+) -> tuple[DataSet, str, Token]:
+    """Create a data set and a read and write token for it.
+
+    Returns:
+        The stored data set, the token's value, and the token.
+    """
+    created = await store.create_data_set(data_set)
+    value, token = await issue_token(
+        store,
+        scopes=frozenset((READ, WRITE)),
+        data_set_name=created.name,
+        value=token_value,
+    )
+    return created, value, token
+
+
+async def issue_token(
+    store: Store,
+    *,
+    scopes: frozenset[str],
+    data_set_name: str | None,
+    name: str = "",
+    expires_at: datetime | None = None,
+    value: str | None = None,
+) -> tuple[str, Token]:
+    """Store a new token, or import `value`; return its value and record.
+
+    Raises:
+        SettingsError: the scopes do not fit the data set (or its absence).
+    """
+    try:
+        check_scopes(scopes, data_set_name)
+    except ValueError as exc:
+        raise SettingsError(str(exc)) from None
+    if value is not None and not value.strip():
+        raise SettingsError("an imported token cannot be empty.")
+    value = value or new_token()
+    token = Token(
+        scopes=scopes,
+        data_set_name=None if ADMIN in scopes else data_set_name,
+        created_at=datetime.now(UTC),
+        name=name,
+        prefix=token_prefix(value),
+        expires_at=expires_at,
+    )
+    return value, await store.add_token(hash_token(value), token)
+
+
+async def rotate_token(
+    store: Store, token_id: int, grace_seconds: int
+) -> tuple[str, Token, Token]:
+    """Issue a successor to a token; the old one works `grace_seconds` more.
+
+    Returns:
+        The new token's value, the new token, and the old one as changed.
+
+    Raises:
+        TokenNotFound: no token has the id.
+        SettingsError: a negative grace period.
+    """
+    if grace_seconds < 0:
+        raise SettingsError("the grace period must be 0 seconds or more.")
+    old = await store.get_token(token_id)
+    if old is None:
+        raise TokenNotFound(f"no token has the id {token_id}")
+    value, new = await issue_token(
+        store,
+        scopes=old.scopes,
+        data_set_name=old.data_set_name,
+        name=old.name,
+        expires_at=old.expires_at,
+    )
+    ends = datetime.now(UTC) + timedelta(seconds=grace_seconds)
+    if old.expires_at is not None and old.expires_at < ends:
+        ends = old.expires_at
+    ended = await store.end_token(token_id, ends, revoke=False)
+    return value, new, ended
+
+
+async def revoke_token(store: Store, token_id: int) -> Token:
+    """Make a token stop working now.
+
+    Raises:
+        TokenNotFound: no token has the id.
+    """
+    return await store.end_token(token_id, datetime.now(UTC), revoke=True)
+
+
+async def ensure_admin_token(store: Store, value: str) -> bool:
+    """Import `value` as an admin token unless it is known; say if it was added."""
+    if await store.find_grant(hash_token(value)) is not None:
+        return False
+    await issue_token(
+        store,
+        scopes=frozenset((ADMIN,)),
+        data_set_name=None,
+        name="TALLYBOOK_ADMIN_TOKEN",
+        value=value,
+    )
+    return True
+
+
+def describe_data_set(data_set: DataSet) -> dict[str, Any]:
+    """A data set as the CLI and the admin API show it."""
+    return {
+        "name": data_set.name,
+        "group": data_set.group,
+        "type": data_set.type,
+        "description": data_set.description,
+        "public": data_set.public,
+        "auto_ids": list(data_set.auto_ids),
+        "max_age_expected": data_set.max_age_expected,
+        "schema": data_set.schema,
+    }
+
+
+def describe_token(token: Token) -> dict[str, Any]:
+    """A token as the CLI and the admin API show it: never its value."""
+    return {
+        "id": token.id,
+        "prefix": token.prefix,
+        "data_set": token.data_set_name,
+        "scopes": sorted(token.scopes),
+        "name": token.name,
+        "created_at": _text(token.created_at),
+        "expires_at": _text(token.expires_at),
+        "revoked_at": _text(token.revoked_at),
+        "last_used_at": _text(token.last_used_at),
+    }
+
+
+def _text(moment: datetime | None) -> str | None:
+    return None if moment is None else moment.astimezone(UTC).isoformat()
