@@ -25,9 +25,9 @@ ALPHA = TOKENS["test_group_test_type"]
 JSON = {"Content-Type": "application/json"}
 
 
-def cli(*args: str) -> Any:
+def cli(*args: str, input: str | None = None) -> Any:
     """Run a tallybook command in-process; return click's result."""
-    return CliRunner().invoke(main, list(args), catch_exceptions=False)
+    return CliRunner().invoke(main, list(args), input=input, catch_exceptions=False)
 
 
 def provision(store: str) -> None:

@@ -225,7 +225,7 @@ def test_store_missing_data_set_update_and_delete(
     make_store: Callable[[], Store],
 ) -> None:
     async def scenario(store: Store) -> list[type[Exception]]:
-        raised = []
+        raised: list[type[Exception]] = []
         for action in (store.update_data_set(DS), store.delete_data_set("g_t")):
             try:
                 await action
