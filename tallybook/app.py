@@ -106,19 +106,20 @@ def create_app(
 
 
 def _routes() -> list[Route]:
+    # Starlette tries routes in order: the write path comes first.
     name = "{name:data_set_name}"
     return [
-        _route("/_status", GET=status.get_status),
-        _route("/_status/ready", GET=status.get_ready),
-        _route("/_status/data-sets", GET=status.get_data_sets_status),
-        _route("/metrics", GET=get_metrics),
-        _route("/openapi.json", GET=openapi.get_openapi),
         _route(
             "/data/{group}/{type}",
             GET=data.get_records,
             POST=data.post_records,
             PUT=data.put_records,
         ),
+        _route("/_status", GET=status.get_status),
+        _route("/_status/ready", GET=status.get_ready),
+        _route("/_status/data-sets", GET=status.get_data_sets_status),
+        _route("/metrics", GET=get_metrics),
+        _route("/openapi.json", GET=openapi.get_openapi),
         _route("/data-sets", GET=admin.list_data_sets, POST=admin.create_data_set),
         _route(
             f"/data-sets/{name}",

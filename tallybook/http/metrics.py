@@ -7,6 +7,8 @@ names, record contents or tokens.
 
 from __future__ import annotations
 
+from typing import Any
+
 from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 from starlette.requests import Request
@@ -29,6 +31,7 @@ class Metrics:
     """The counters and histograms of one application."""
 
     def __init__(self) -> None:
+        self._children: dict[tuple[str, str, int], tuple[Any, Any]] = {}
         self.registry = CollectorRegistry()
         self.requests = Counter(
             "tallybook_requests",
@@ -65,8 +68,15 @@ class Metrics:
         self, route: str, method: str, status: int, seconds: float, records: int
     ) -> None:
         """Count one answered request."""
-        self.requests.labels(route, method, str(status)).inc()
-        self.latency.labels(route).observe(seconds)
+        key = (route, method, status)
+        children = self._children.get(key)
+        if children is None:
+            children = self._children[key] = (
+                self.requests.labels(route, method, str(status)),
+                self.latency.labels(route),
+            )
+        children[0].inc()
+        children[1].observe(seconds)
         if records and status < 400:
             self.records.inc(records)
         if method in _WRITES and status in _REFUSALS:
