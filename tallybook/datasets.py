@@ -154,8 +154,12 @@ def check_scopes(scopes: frozenset[str], data_set_name: str | None) -> None:
 
 
 def token_prefix(value: str) -> str:
-    """The part of a token shown in lists: enough to recognise, not to use."""
-    return value[:PREFIX_LENGTH]
+    """The part of a token shown in lists: enough to recognise, not to use.
+
+    At most a quarter of the value, so that a short imported token is never
+    shown whole.
+    """
+    return value[: min(PREFIX_LENGTH, len(value) // 4)]
 
 
 def hash_token(value: str) -> bytes:

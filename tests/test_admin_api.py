@@ -218,3 +218,10 @@ def test_admin_api_last_used_is_recorded(admin: TestClient) -> None:
             break
         time.sleep(0.02)
     assert listed[0]["last_used_at"] is not None
+
+
+def test_admin_api_short_import_warns(admin: TestClient) -> None:
+    answer = admin.post("/data-sets/gamma_counts/tokens", json={"value": "short"},
+                        headers=ADMIN)  # fmt: skip
+    assert answer.json()["warning"].startswith("The imported token has 5 characters")
+    assert "short" not in answer.text.replace("5 characters", "")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import signal
 import socket
 import time
@@ -77,3 +78,16 @@ def test_serve_client_leaving_mid_body_stores_nothing(server: LiveServer) -> Non
     log = server.log.read_text()
     assert f"POST {PATH} 499 " in log
     assert "ERROR" not in log and "Traceback" not in log
+
+
+def test_serve_demo_prints_a_working_token(blank_store: str, tmp_path: Path) -> None:
+    with LiveServer(blank_store, tmp_path / "demo.log", "--demo") as demo:
+        printed = demo.log.read_text()
+        token = re.search(r"token \(shown once, keep it secret\): (\S+)", printed)
+        assert token is not None and "curl -X POST" in printed
+        headers = {"Authorization": f"Bearer {token.group(1)}"}
+        path = "/data/carers-allowance/transaction-count"
+        record = {"_id": "unique-identifier-1", "_timestamp": "2015-01-01T00:00:00Z"}
+        assert httpx.post(demo.url + path, json=record, headers=headers).json() == {
+            "status": "ok"
+        }

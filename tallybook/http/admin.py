@@ -144,7 +144,13 @@ async def issue_token(request: Request) -> Response:
     )
 
     shown = admin.describe_token(token) if value else _with_value(token, value_out)
-    return json_response({"token": shown}, status=201)
+    answer: dict[str, Any] = {"token": shown}
+    if value is not None and len(value) < admin.SHORT_TOKEN:
+        answer["warning"] = (
+            f"The imported token has {len(value)} characters; tokens under "
+            f"{admin.SHORT_TOKEN} can be guessed. Rotate it when you can."
+        )
+    return json_response(answer, status=201)
 
 
 @admin_only
