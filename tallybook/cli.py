@@ -1,4 +1,4 @@
-"""The command line: `tallybook serve | migrate | datasets ... | tokens ...`.
+"""The command line: `tallybook serve | migrate | datasets | tokens | send | read`.
 
 Exit codes: 0 done, 1 refused or failed (the message says why), 2 usage.
 """
@@ -17,6 +17,7 @@ from typing import Any, TypeVar
 import click
 
 from tallybook import admin, server
+from tallybook.cli_client import read, send
 from tallybook.datasets import ADMIN, READ, WRITE, DataSet, Token
 from tallybook.errors import DataSetExists, DataSetNotFound, TallybookError
 from tallybook.settings import Settings
@@ -415,6 +416,9 @@ def _demo_text(settings: Settings, token: str) -> str:
         ]
     )
 
+
+main.add_command(send)
+main.add_command(read)
 
 if __name__ == "__main__":  # pragma: no cover
     sys.exit(main())

@@ -21,6 +21,16 @@ The tree::
         ├── TokenNotFound         no token with that id
         └── SchemaMismatch        the database schema is not the code's
 
+The client library (`tallybook.client`) raises its own branch:
+
+    TallybookError
+    └── ClientError               a request of the client did not succeed
+        ├── ConnectionFailed      no answer, after every retry
+        └── ErrorAnswer           the server answered with an error status
+            ├── Refused           401 or 403: the token is wrong for this
+            ├── Rejected          another 4xx: the request or its records
+            └── ServerFailed      a 5xx, after every retry
+
 Every request error carries a list of `Problem`; the HTTP layer renders them
 all in one JSON shape (see `tallybook.http.responses`).
 """
@@ -152,3 +162,40 @@ class TokenNotFound(StoreError):
 
 class SchemaMismatch(StoreError):
     """The database was made by another version of tallybook."""
+
+
+class ClientError(TallybookError):
+    """A request of the client library did not succeed."""
+
+
+class ConnectionFailed(ClientError):
+    """The server could not be reached or did not answer, after every retry."""
+
+
+class ErrorAnswer(ClientError):
+    """The server answered with an error status.
+
+    Attributes:
+        status: the HTTP status.
+        body: the server's JSON error body (empty if it sent none).
+        errors: the body's `errors` list: record index, field and message.
+    """
+
+    def __init__(self, status: int, body: dict[str, Any]) -> None:
+        message = body.get("message") or f"the server answered {status}"
+        super().__init__(f"{status}: {message}")
+        self.status = status
+        self.body = body
+        self.errors: list[dict[str, Any]] = list(body.get("errors") or [])
+
+
+class Refused(ErrorAnswer):
+    """401 or 403: the token is missing, wrong, or not allowed this."""
+
+
+class Rejected(ErrorAnswer):
+    """Another 4xx: the request or its records were refused."""
+
+
+class ServerFailed(ErrorAnswer):
+    """A 5xx answer, after every retry."""
