@@ -7,6 +7,7 @@ are returned once, by the function that makes them, and never stored.
 from __future__ import annotations
 
 import dataclasses
+import json
 import re
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -30,6 +31,12 @@ from tallybook.errors import TokenNotFound
 from tallybook.store import Store
 
 SHORT_TOKEN = 32
+ENV_ADMIN = "TALLYBOOK_ADMIN_TOKEN"
+LONGEST = 100 * 365 * 86_400  # seconds: the longest age, expiry or grace period
+_SURROGATE = re.compile("[\ud800-\udfff]")
+# A token travels in a header: visible ASCII, no spaces (RFC 6750 s2.1 is
+# stricter still; imported values from older services may use more).
+_TOKEN_TEXT = re.compile(r"[\x21-\x7e]+", re.ASCII)
 SETTINGS = ("description", "schema", "auto_ids", "max_age_expected", "public")
 _FIELD = re.compile(r"[A-Za-z_][A-Za-z0-9_]*", re.ASCII)
 
@@ -74,6 +81,7 @@ def _description(value: Any) -> str:
         raise SettingsError(
             "description must be a string of at most 10,000 characters."
         )
+    _check_text("description", value)
     return value
 
 
@@ -83,12 +91,44 @@ def _schema(value: Any) -> dict[str, Any] | None:
     if not isinstance(value, dict):
         raise SettingsError("schema must be a JSON Schema object, or null for none.")
     try:
+        json.dumps(value, allow_nan=False)
         Draft202012Validator.check_schema(value)
+    except ValueError:
+        raise SettingsError("schema holds a number that is not finite.") from None
     except SchemaError as exc:
         raise SettingsError(
             f"schema is not a valid JSON Schema: {exc.message}."
         ) from None
+    outside = _outside_references(value)
+    if outside:
+        raise SettingsError(
+            f"schema refers to {outside[:80]!r}; only references inside the schema "
+            "(starting with '#') are allowed: tallybook fetches nothing."
+        )
+    _check_text("schema", json.dumps(value, ensure_ascii=False))
     return value
+
+
+def _outside_references(node: Any) -> str | None:
+    """The first `$ref` (or `$dynamicRef`) that points outside the schema."""
+    if isinstance(node, dict):
+        for key, child in node.items():
+            if key in ("$ref", "$dynamicRef") and not str(child).startswith("#"):
+                return str(child)
+            found = _outside_references(child)
+            if found:
+                return found
+    if isinstance(node, list):
+        for child in node:
+            found = _outside_references(child)
+            if found:
+                return found
+    return None
+
+
+def _check_text(setting: str, value: str) -> None:
+    if "\x00" in value or "\\u0000" in value or _SURROGATE.search(value):
+        raise SettingsError(f"{setting} contains U+0000 or a lone surrogate.")
 
 
 def _auto_ids(value: Any) -> tuple[str, ...]:
@@ -107,8 +147,11 @@ def _auto_ids(value: Any) -> tuple[str, ...]:
 def _max_age(value: Any) -> int | None:
     if value is None:
         return None
-    if type(value) is not int or value <= 0:
-        raise SettingsError("max_age_expected must be a positive number of seconds.")
+    if type(value) is not int or not 0 < value <= LONGEST:
+        raise SettingsError(
+            f"max_age_expected must be a number of seconds from 1 to {LONGEST} "
+            "(100 years)."
+        )
     return int(value)
 
 
@@ -157,18 +200,24 @@ async def issue_token(
     """Store a new token, or import `value`; return its value and record.
 
     Raises:
-        SettingsError: the scopes do not fit the data set (or its absence).
+        SettingsError: the scopes do not fit the data set (or its absence),
+            the expiry is past, or an imported value cannot be a token.
     """
     try:
         check_scopes(scopes, data_set_name)
     except ValueError as exc:
         raise SettingsError(str(exc)) from None
-    if value is not None and not value.strip():
-        raise SettingsError("an imported token cannot be empty.")
+    if ADMIN in scopes and data_set_name is not None:
+        raise SettingsError("an admin token covers every data set; name none.")
+    check_token_name(name)
+    if expires_at is not None and expires_at <= datetime.now(UTC):
+        raise SettingsError("expires_at is in the past.")
+    if value is not None:
+        check_token_value(value)
     value = value or new_token()
     token = Token(
         scopes=scopes,
-        data_set_name=None if ADMIN in scopes else data_set_name,
+        data_set_name=data_set_name,
         created_at=datetime.now(UTC),
         name=name,
         prefix=token_prefix(value),
@@ -177,33 +226,54 @@ async def issue_token(
     return value, await store.add_token(hash_token(value), token)
 
 
+def check_token_value(value: str) -> None:
+    """Refuse a value that could never be sent as a bearer token."""
+    if not _TOKEN_TEXT.fullmatch(value) or len(value) > 4096:
+        raise SettingsError(
+            "a token must be 1 to 4,096 visible ASCII characters, with no spaces: "
+            "it travels in an HTTP header."
+        )
+
+
+def check_token_name(name: str) -> None:
+    """Refuse a token name that is too long or holds impossible characters."""
+    if len(name) > 200:
+        raise SettingsError("a token name is at most 200 characters.")
+    _check_text("name", name)
+
+
 async def rotate_token(
     store: Store, token_id: int, grace_seconds: int
 ) -> tuple[str, Token, Token]:
     """Issue a successor to a token; the old one works `grace_seconds` more.
+
+    The successor has the old token's scopes, data set and name, and no
+    expiry of its own.
 
     Returns:
         The new token's value, the new token, and the old one as changed.
 
     Raises:
         TokenNotFound: no token has the id.
-        SettingsError: a negative grace period.
+        SettingsError: a grace period out of range, or a token that no
+            longer works (revoked or expired): issue a new one instead.
     """
-    if grace_seconds < 0:
-        raise SettingsError("the grace period must be 0 seconds or more.")
+    if not 0 <= grace_seconds <= LONGEST:
+        raise SettingsError(f"the grace period must be 0 to {LONGEST} seconds.")
     old = await store.get_token(token_id)
     if old is None:
         raise TokenNotFound(f"no token has the id {token_id}")
-    value, new = await issue_token(
-        store,
-        scopes=old.scopes,
-        data_set_name=old.data_set_name,
-        name=old.name,
-        expires_at=old.expires_at,
-    )
-    ends = datetime.now(UTC) + timedelta(seconds=grace_seconds)
+    now = datetime.now(UTC)
+    if not old.is_active(now):
+        raise SettingsError(
+            f"token {token_id} no longer works (revoked or expired); issue a new one."
+        )
+    ends = now + timedelta(seconds=grace_seconds)
     if old.expires_at is not None and old.expires_at < ends:
         ends = old.expires_at
+    value, new = await issue_token(
+        store, scopes=old.scopes, data_set_name=old.data_set_name, name=old.name
+    )
     ended = await store.end_token(token_id, ends, revoke=False)
     return value, new, ended
 
@@ -218,16 +288,22 @@ async def revoke_token(store: Store, token_id: int) -> Token:
 
 
 async def ensure_admin_token(store: Store, value: str) -> bool:
-    """Import `value` as an admin token unless it is known; say if it was added."""
+    """Make `value` the admin token from the environment; say if it was new.
+
+    A value seen before is left as it is (a revoked one stays revoked). A new
+    value is imported, and admin tokens imported from an earlier value are
+    revoked: the variable names the one admin token it stands for.
+    """
+    check_token_value(value)
     if await store.find_grant(hash_token(value)) is not None:
         return False
-    await issue_token(
-        store,
-        scopes=frozenset((ADMIN,)),
-        data_set_name=None,
-        name="TALLYBOOK_ADMIN_TOKEN",
+    _, token = await issue_token(
+        store, scopes=frozenset((ADMIN,)), data_set_name=None, name=ENV_ADMIN,
         value=value,
-    )
+    )  # fmt: skip
+    for earlier in await store.list_tokens():
+        if earlier.name == ENV_ADMIN and earlier.id not in (None, token.id):
+            await store.end_token(earlier.id, datetime.now(UTC), revoke=True)
     return True
 
 

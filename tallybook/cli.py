@@ -13,6 +13,7 @@ import sys
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime, timedelta
 from typing import Any, TypeVar
+from urllib.parse import urlsplit, urlunsplit
 
 import click
 
@@ -54,6 +55,9 @@ def main() -> None:
 def serve(demo: bool, **options: Any) -> None:
     """Serve the HTTP API until SIGTERM or Ctrl-C."""
     settings = _settings(**options)
+    if settings.admin_token:
+        _checked(lambda: admin.check_token_value(settings.admin_token))
+        _warn_if_short(settings.admin_token)
     if demo:
         value = _run(settings, _demo_token)
         click.echo(_demo_text(settings, value))
@@ -299,6 +303,8 @@ def _issue(
     if options["admin"]:
         scopes.add(ADMIN)
     expires_in = options["expires_in"]
+    if expires_in is not None and not 0 < expires_in <= admin.LONGEST:
+        raise click.UsageError(f"--expires-in must be 1 to {admin.LONGEST} seconds.")
     expires = (
         None
         if expires_in is None
@@ -328,7 +334,7 @@ def _given(options: dict[str, Any]) -> dict[str, Any]:
 def _checked(make: Callable[[], T]) -> T:
     try:
         return make()
-    except (admin.SettingsError, json.JSONDecodeError) as exc:
+    except (admin.SettingsError, json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise click.UsageError(str(exc)) from exc
 
 
@@ -339,6 +345,15 @@ def _warn_if_short(value: str | None) -> None:
             f"under {admin.SHORT_TOKEN} can be guessed. Rotate it when you can.",
             err=True,
         )
+
+
+def _shown(location: str) -> str:
+    """A store location fit to print: any password in a URL hidden."""
+    parts = urlsplit(location)
+    if not parts.password:
+        return location
+    host = parts.netloc.rsplit("@", 1)[1]
+    return urlunsplit(parts._replace(netloc=f"{parts.username}:***@{host}"))
 
 
 def _scopes(token: Token) -> str:
@@ -405,7 +420,7 @@ def _demo_text(settings: Settings, token: str) -> str:
     auth = shlex.quote(f"Authorization: Bearer {token}")
     return "\n".join(
         [
-            f"Demo data set {DEMO.name} is ready in {settings.store}.",
+            f"Demo data set {DEMO.name} is ready in {_shown(settings.store)}.",
             f"Its token (shown once, keep it secret): {token}",
             "Send a record:",
             f"  curl -X POST {url} -H {auth} \\",

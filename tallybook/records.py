@@ -21,6 +21,7 @@ from typing import Any, NamedTuple
 import orjson
 from jsonschema import Draft202012Validator
 from jsonschema.exceptions import ValidationError
+from referencing import Registry
 
 from tallybook import timestamps
 from tallybook.datasets import DataSet
@@ -131,12 +132,15 @@ def load_json(data: bytes) -> Any:
     except _DuplicateKey as exc:
         raise InvalidRequest(f"The body is not acceptable JSON: {exc}.") from None
     except json.JSONDecodeError as exc:
-        where = f"line {exc.lineno} column {exc.colno} (character {exc.pos})"
+        where = f"line {exc.lineno}, column {exc.colno} (character {exc.pos})"
         raise InvalidRequest(
-            f"The body is not valid JSON: {exc.msg} at {where}."
+            f"The body is not valid JSON: {exc.msg} ({where})."
         ) from None
-    except (ValueError, RecursionError) as exc:
-        raise InvalidRequest(f"The body is not acceptable JSON: {exc}.") from None
+    except RecursionError:
+        raise InvalidRequest("The body nests arrays or objects too deeply.") from None
+    except ValueError as exc:
+        reason = "a number has too many digits" if "digits" in str(exc) else str(exc)
+        raise InvalidRequest(f"The body is not acceptable JSON: {reason}.") from None
 
 
 def as_batch(document: Any, *, array_required: bool = False) -> list[dict[str, Any]]:
@@ -397,7 +401,9 @@ class _Checker:
 
 @functools.lru_cache(maxsize=256)
 def _compiled(schema_text: str) -> Draft202012Validator:
-    return Draft202012Validator(json.loads(schema_text))
+    # An empty registry: a `$ref` outside the schema is never fetched (the
+    # validator's default would fetch URLs, from the server's network).
+    return Draft202012Validator(json.loads(schema_text), registry=Registry())
 
 
 def _validator(schema: dict[str, Any]) -> Draft202012Validator:

@@ -78,7 +78,12 @@ class Settings:
             if raw is not None:
                 values[item.name] = _convert(item.name, raw, type(item.default))
         values.update({k: v for k, v in overrides.items() if v is not None})
-        return cls(**values)
+        settings = cls(**values)
+        if settings.log_format not in ("text", "json"):
+            shown = settings.log_format[:20]
+            message = f"TALLYBOOK_LOG_FORMAT must be text or json, not {shown!r}."
+            raise ValueError(message)
+        return settings
 
     @classmethod
     def help_lines(cls) -> dict[str, str]:

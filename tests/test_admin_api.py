@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import json
 import time
 from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
@@ -101,7 +103,7 @@ def test_admin_api_refuses_bad_schema(admin: TestClient) -> None:
     answer = admin.patch("/data-sets/g_t", json={"schema": {"type": "nope"}},
                          headers=ADMIN)  # fmt: skip
     assert answer.status_code == 400
-    assert answer.json()["message"].startswith("Schema is not a valid JSON Schema")
+    assert answer.json()["message"].startswith("schema is not a valid JSON Schema")
 
 
 def test_admin_api_schema_checks_every_record(admin: TestClient) -> None:
@@ -160,9 +162,12 @@ def test_admin_api_revoked_token_refused_at_once(admin: TestClient) -> None:
 
 def test_admin_api_expired_token_refused(admin: TestClient) -> None:
     _create(admin)
-    body = {"expires_at": "2001-01-01T00:00:00Z"}
+    soon = datetime.now(UTC) + timedelta(seconds=1)
+    body = {"expires_at": soon.isoformat()}
     issued = admin.post("/data-sets/g_t/tokens", json=body, headers=ADMIN)
     value = issued.json()["token"]["value"]
+    assert admin.get("/data/g/t", headers=_bearer(value)).status_code == 200
+    time.sleep(1.1)
     assert admin.get("/data/g/t", headers=_bearer(value)).status_code == 401
 
 
@@ -225,3 +230,74 @@ def test_admin_api_short_import_warns(admin: TestClient) -> None:
                         headers=ADMIN)  # fmt: skip
     assert answer.json()["warning"].startswith("The imported token has 5 characters")
     assert "short" not in answer.text.replace("5 characters", "")
+
+
+@pytest.mark.parametrize(
+    "settings",
+    [
+        pytest.param({"schema": {"$ref": "http://127.0.0.1:1/s.json"}},
+                     id="remote-ref"),
+        pytest.param({"schema": {"items": {"$dynamicRef": "https://a.invalid/y"}}},
+                     id="remote-dynamic-ref"),
+        pytest.param({"schema": {"maximum": 1e999}}, id="infinite-number"),
+        pytest.param({"max_age_expected": 2**63}, id="huge-age"),
+        pytest.param({"description": "a\u0000b"}, id="nul"),
+        pytest.param({"description": "a\ud800b"}, id="lone-surrogate"),
+        pytest.param({"schema": {"title": "a\u0000b"}}, id="nul-in-schema"),
+    ],
+)  # fmt: skip
+def test_admin_api_refuses_unsafe_settings(
+    admin: TestClient, settings: dict[str, Any]
+) -> None:
+    text = json.dumps({"group": "g", "type": "t", **settings})
+    body = text.replace("Infinity", "1e999").encode()  # a number JSON can write
+    headers = {**ADMIN, "Content-Type": "application/json"}
+    answer = admin.post("/data-sets", content=body, headers=headers)
+    assert answer.status_code == 400, answer.text
+    assert admin.get("/data-sets/g_t", headers=ADMIN).status_code == 404
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        pytest.param({"value": "has space " + "x" * 30}, id="space"),
+        pytest.param({"value": "t\u00f6k\u00e9n" + "x" * 30}, id="non-ascii"),
+        pytest.param({"data_set": ["x"]}, id="data-set-list"),
+        pytest.param({"scopes": ["admin", "read"], "data_set": "gamma_counts"},
+                     id="admin-with-data-set"),
+        pytest.param({"data_set": "gamma_counts", "expires_at": "2001-01-01T00:00:00Z"},
+                     id="past-expiry"),
+        pytest.param({"data_set": "gamma_counts", "colour": "red"}, id="unknown-key"),
+        pytest.param({"data_set": "gamma_counts", "name": "n" * 201}, id="long-name"),
+    ],
+)  # fmt: skip
+def test_admin_api_refuses_bad_tokens(admin: TestClient, body: dict[str, Any]) -> None:
+    before = len(admin.get("/tokens", headers=ADMIN).json()["tokens"])
+    assert admin.post("/tokens", json=body, headers=ADMIN).status_code == 400
+    assert len(admin.get("/tokens", headers=ADMIN).json()["tokens"]) == before
+
+
+def test_admin_api_rotation_refusals_store_nothing(admin: TestClient) -> None:
+    token = _create(admin)["token"]
+    huge = admin.post(f"/tokens/{token['id']}/rotate",
+                      json={"grace_seconds": 10**12}, headers=ADMIN)  # fmt: skip
+    first = admin.delete(f"/tokens/{token['id']}", headers=ADMIN).json()["token"]
+    again = admin.delete(f"/tokens/{token['id']}", headers=ADMIN).json()["token"]
+    revived = admin.post(f"/tokens/{token['id']}/rotate", json={}, headers=ADMIN)
+    assert (huge.status_code, revived.status_code) == (400, 400)
+    assert first["revoked_at"] == again["revoked_at"]
+    assert len(admin.get("/data-sets/g_t/tokens", headers=ADMIN).json()["tokens"]) == 1
+
+
+def test_admin_api_empty_data_set_filter(admin: TestClient) -> None:
+    assert admin.get("/tokens?data_set=", headers=ADMIN).status_code == 404
+
+
+def test_admin_api_new_environment_token_replaces_the_old(store: str) -> None:
+    other = "tb_second-" + "b" * 40
+    with TestClient(create_app(Settings(store=store, admin_token=ADMIN_TOKEN))):
+        pass
+    with TestClient(create_app(Settings(store=store, admin_token=other))) as client:
+        old = client.get("/data-sets", headers=ADMIN)
+        new = client.get("/data-sets", headers=_bearer(other))
+    assert (old.status_code, new.status_code) == (401, 200)

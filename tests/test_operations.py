@@ -103,3 +103,23 @@ def test_operations_openapi_is_valid_and_complete(client: TestClient) -> None:
         for method in route.methods or ():
             if method != "HEAD":
                 assert method.lower() in documented, (method, path)
+
+
+def test_operations_log_escapes_control_characters(
+    client: TestClient, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO)
+    client.get("/data/g/t%0A2026-12-04 INFO forged line")
+    lines = [r.getMessage() for r in caplog.records if r.name == "tallybook.requests"]
+    assert lines and all("\n" not in line for line in lines)
+    assert "/data/g/t\\n2026-12-04" in lines[-1]
+
+
+def test_operations_log_counts_records_read(
+    client: TestClient, caplog: pytest.LogCaptureFixture
+) -> None:
+    client.post("/data/test-group/test-type", json=[RECORD, RECORD], headers=auth())
+    caplog.set_level(logging.INFO)
+    client.get("/data/test-group/test-type", headers=auth())
+    [line] = [r.getMessage() for r in caplog.records if r.name == "tallybook.requests"]
+    assert " records=2 " in line

@@ -81,3 +81,24 @@ def test_read_legacy_route_by_name(client: TestClient) -> None:
     _seed(client)
     answer = client.get("/test_group_test_type?limit=1", headers=READ)
     assert [r["_id"] for r in answer.json()["data"]] == ["a"]
+
+
+def test_read_numbers_come_back_as_sent(client: TestClient) -> None:
+    body = b'{"_id": "f", "_timestamp": "2014-01-06T00:00:00Z", "big": 1.5e308, ' \
+           b'"tiny": 1e-320, "neg": -0.0, "exact": 9007199254740993}'  # fmt: skip
+    client.post(PATH, content=body, headers=auth())
+    text = client.get(PATH, headers=READ).text
+    for written in ('"big":1.5e+308', '"tiny":1e-320', '"neg":-0.0',
+                    '"exact":9007199254740993'):  # fmt: skip
+        assert written in text.replace(" ", "")
+
+
+def test_read_public_data_set_with_another_token(
+    client: TestClient, store: str
+) -> None:
+    from tests.conftest import TOKENS, cli
+
+    cli("datasets", "update", "gamma_counts", "--public", "--store", store)
+    other = {"Authorization": f"Bearer {TOKENS['test_group_test_type']}"}
+    assert client.get("/data/gamma/counts", headers=other).status_code == 200
+    assert client.post("/data/gamma/counts", json={}, headers=other).status_code == 403

@@ -232,7 +232,7 @@ def test_write_unknown_content_coding_refused(client: TestClient) -> None:
 
 def test_write_json_error_says_where(client: TestClient) -> None:
     answer = client.post(PATH, content=b'[\n {"a": 1,}]', headers=auth())
-    assert "line 2 column" in answer.json()["message"]
+    assert "line 2, column" in answer.json()["message"]
 
 
 @pytest.mark.parametrize(

@@ -46,7 +46,7 @@ def admin_only(handler: Handler) -> Handler:
         try:
             return await handler(request)
         except admin.SettingsError as exc:
-            raise InvalidRequest(_sentence(str(exc))) from exc
+            raise InvalidRequest(_ended(str(exc))) from exc
         except (DataSetExists, TokenExists) as exc:
             raise Conflict(_sentence(str(exc))) from exc
         except (DataSetNotFound, TokenNotFound) as exc:
@@ -120,7 +120,7 @@ async def empty_data_set(request: Request) -> Response:
 @admin_only
 async def list_tokens(request: Request) -> Response:
     """Tokens (of one data set under /data-sets/{name}/tokens), never values."""
-    name = request.path_params.get("name") or request.query_params.get("data_set")
+    name = request.path_params.get("name", request.query_params.get("data_set"))
     if name is not None:
         await _data_set(request, name)
     found = await _store(request).list_tokens(name)
@@ -131,7 +131,14 @@ async def list_tokens(request: Request) -> Response:
 async def issue_token(request: Request) -> Response:
     """Issue a token, or import one given as `value`; answer it (once)."""
     body = await _object(request)
-    name = request.path_params.get("name") or body.get("data_set")
+    unknown = set(body) - {"scopes", "name", "expires_at", "value", "data_set"}
+    if unknown:
+        first = sorted(unknown)[0][:40]
+        raise InvalidRequest(
+            f"{first!r} is not a token setting; use scopes, name, expires_at, "
+            "value, data_set."
+        )
+    name = request.path_params.get("name") or _optional_text(body, "data_set")
     value = _optional_text(body, "value")
 
     value_out, token = await admin.issue_token(
@@ -182,7 +189,7 @@ def _store(request: Request) -> Store:
 
 
 async def _data_set(request: Request, name: str | None = None) -> DataSet:
-    name = name or request.path_params["name"]
+    name = request.path_params["name"] if name is None else name
     found = await _store(request).get_data_set(name)
     if found is None:
         raise NotFound(f"No data set is named {name}.")
@@ -238,5 +245,8 @@ def _with_value(token: Token, value: str) -> dict[str, Any]:
 
 
 def _sentence(text: str) -> str:
-    text = text[:1].upper() + text[1:]
+    return _ended(text[:1].upper() + text[1:])
+
+
+def _ended(text: str) -> str:
     return text if text.endswith(".") else text + "."

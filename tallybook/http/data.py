@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 
+from starlette.datastructures import State
 from starlette.requests import Request
 from starlette.responses import Response, StreamingResponse
 
@@ -55,9 +56,8 @@ async def get_records(request: Request) -> Response:
     bodies = _store(request).read(data_set, window)
     first = await anext(bodies, None)  # store errors answer 503, not a torn body
     headers = {"Cache-Control": "no-cache"}
-    return StreamingResponse(
-        _data_document(first, bodies), media_type="application/json", headers=headers
-    )
+    document = _data_document(first, bodies, request.state)
+    return StreamingResponse(document, media_type="application/json", headers=headers)
 
 
 def _name(request: Request) -> str:
@@ -84,13 +84,17 @@ async def _rows(
 
 
 async def _data_document(
-    first: str | None, rest: AsyncIterator[str]
+    first: str | None, rest: AsyncIterator[str], state: State
 ) -> AsyncIterator[bytes]:
-    """Wrap record bodies into `{"data": [...]}`, sent in chunks of ~64 KiB."""
+    """Wrap record bodies into `{"data": [...]}`, sent in chunks of ~64 KiB.
+
+    The count of records sent goes to `state.records`, for the log line.
+    """
     parts = ['{"data": [']
     size = 0
     separator = ""
     async for body in _chain(first, rest):
+        state.records += 1
         parts.append(separator)
         parts.append(body)
         separator = ", "

@@ -82,6 +82,11 @@ def _request_id(scope: Scope) -> str:
     return uuid.uuid4().hex
 
 
+def _printable(text: str) -> str:
+    """Escape control characters, so that a path cannot forge log lines."""
+    return text if text.isprintable() else text.encode("unicode_escape").decode()
+
+
 def _count(scope: Scope, status: int | None, seconds: float) -> None:
     metrics = getattr(scope["app"].state, "metrics", None)
     if metrics is None or status is None:
@@ -96,7 +101,7 @@ def _log(scope: Scope, status: int | None, seconds: float) -> None:
     state = scope["state"]
     fields = {
         "method": scope["method"],
-        "path": scope["path"][:200],
+        "path": _printable(scope["path"][:200]),
         "status": status,
         "duration_ms": round(seconds * 1000, 1),
         "records": state.get("records", 0),

@@ -46,7 +46,7 @@ _MICROS = "timestamptz 'epoch' + interval '1 microsecond' * "
 _UPSERT = f"""
 WITH written AS (
     INSERT INTO records (data_set_id, id, timestamp, updated_at, body)
-    SELECT r.data_set_id, r.id, {_MICROS} r.micros, now(), r.body::jsonb
+    SELECT r.data_set_id, r.id, {_MICROS} r.micros, now(), r.body::json
     FROM unnest($1::bigint[], $2::text[], $3::bigint[], $4::text[])
         AS r (data_set_id, id, micros, body)
     ON CONFLICT (data_set_id, id) DO UPDATE SET
@@ -201,8 +201,11 @@ class PostgresStore(Store):
 
     async def end_token(self, token_id: int, at: datetime, *, revoke: bool) -> Token:
         """Revoke a token at `at`, or make it expire then."""
-        column = "revoked_at" if revoke else "expires_at"
-        sql = f"UPDATE tokens SET {column} = $2 WHERE id = $1 RETURNING id"
+        # A revocation is kept at its first time; an expiry may be moved.
+        change = (
+            "revoked_at = COALESCE(revoked_at, $2)" if revoke else "expires_at = $2"
+        )
+        sql = f"UPDATE tokens SET {change} WHERE id = $1 RETURNING id"
         if await self._run(lambda db: db.fetchval(sql, token_id, at)) is None:
             raise TokenNotFound(f"no token has the id {token_id}")
         found = await self.get_token(token_id)

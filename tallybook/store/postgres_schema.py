@@ -1,5 +1,9 @@
 """The PostgreSQL schema, its migrations, and the start-up check.
 
+Record bodies are `json`, not `jsonb`: `json` keeps the text as sent
+(number forms such as `1.5e+308` or `-0.0`, and key order), so both stores
+give back the same records.
+
 Every table is keyed by data set first (`records` by `(data_set_id, id)`), so
 the schema runs unchanged on Citus: `records` is distributed by
 `data_set_id`, and `data_sets` and `tokens` are reference tables (see
@@ -47,7 +51,7 @@ MIGRATIONS = (
         id text COLLATE "C" NOT NULL,
         timestamp timestamptz NOT NULL,
         updated_at timestamptz NOT NULL,
-        body jsonb NOT NULL,
+        body json NOT NULL,
         PRIMARY KEY (data_set_id, id)
     );
     CREATE INDEX records_by_time ON records (data_set_id, timestamp, id);

@@ -381,7 +381,9 @@ def _insert_token(db: sqlite3.Connection, token_hash: bytes, token: Token) -> To
 def _end_token(
     db: sqlite3.Connection, token_id: int, column: str, at: datetime
 ) -> None:
-    sql = f"UPDATE tokens SET {column} = ? WHERE id = ?"
+    # A revocation is kept at its first time; an expiry may be moved.
+    value = "COALESCE(revoked_at, ?)" if column == "revoked_at" else "?"
+    sql = f"UPDATE tokens SET {column} = {value} WHERE id = ?"
     if db.execute(sql, (at.isoformat(), token_id)).rowcount == 0:
         raise TokenNotFound(f"no token has the id {token_id}")
 
