@@ -24,7 +24,7 @@ from tallybook.errors import (
     ServiceUnavailable,
     StoreUnavailable,
 )
-from tallybook.http import admin, data, openapi, status
+from tallybook.http import admin, data, openapi, reads, status
 from tallybook.http.batches import BatchParser
 from tallybook.http.metrics import Metrics, get_metrics
 from tallybook.http.middleware import RequestLog
@@ -111,9 +111,10 @@ def _routes() -> list[Route]:
     return [
         _route(
             "/data/{group}/{type}",
-            GET=data.get_records,
+            GET=reads.get_records,
             POST=data.post_records,
             PUT=data.put_records,
+            OPTIONS=reads.options_records,
         ),
         _route("/_status", GET=status.get_status),
         _route("/_status/ready", GET=status.get_ready),
@@ -134,7 +135,12 @@ def _routes() -> list[Route]:
         _route("/tokens", GET=admin.list_tokens, POST=admin.issue_token),
         _route("/tokens/{token_id}", DELETE=admin.revoke_token),
         _route("/tokens/{token_id}/rotate", POST=admin.rotate_token),
-        _route(f"/{name}", GET=data.get_records, POST=data.post_records),
+        _route(
+            f"/{name}",
+            GET=reads.get_records,
+            POST=data.post_records,
+            OPTIONS=reads.options_records,
+        ),
     ]
 
 

@@ -1,85 +1,301 @@
-"""Query parsing and validation for reads (no I/O)."""
+"""Query parsing and validation for reads (no I/O).
+
+`parse_query` turns the query string of a read into a `Query`, reporting
+every bad parameter at once. The language is the original read API's; see
+docs/query.md for each parameter and where tallybook differs.
+"""
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable
+from dataclasses import dataclass
+from datetime import datetime
 
-from tallybook import timestamps
+from tallybook import periods, timestamps
 from tallybook.errors import InvalidRequest, Problem
-from tallybook.store.base import Window
 
-PARAMETERS = ("start_at", "end_at", "limit")
+MANY = ("group_by", "collect", "filter_by", "filter_by_prefix")
+ONCE = ("start_at", "end_at", "duration", "period", "sort_by", "limit", "flatten",
+        "inclusive", "format")  # fmt: skip
+METHODS = ("sum", "count", "mean", "set")
+FORMATS = ("json", "csv")
+_FIELD = re.compile(r"[A-Za-z_][A-Za-z0-9_]*", re.ASCII)
 
 
-def parse_window(items: Iterable[tuple[str, str]]) -> Window:
-    """Turn query-string pairs into the window of records to read.
+@dataclass(frozen=True)
+class Collect:
+    """One `collect`: a field and a method; `bare` when no method was named."""
 
-    `start_at` is included and `end_at` excluded; both need a time zone.
-    `limit` is a whole number; 0 or no limit means every record.
+    field: str
+    method: str
+    bare: bool = False
+
+    @property
+    def key(self) -> str:
+        """The output key, `field:method`."""
+        return f"{self.field}:{self.method}"
+
+
+@dataclass(frozen=True)
+class Query:
+    """A validated read.
+
+    Attributes:
+        start: records at or after this instant.
+        end: records before it (or at it, when `inclusive`).
+        window: the periods to fill, [first start, end), when `period` is set.
+        inclusive: whether `end` itself is included.
+        period: hour, day, week, month, quarter or year.
+        group_by: fields to group by.
+        collect: fields to gather in each group.
+        filters: field and value pairs records must equal.
+        prefixes: field and prefix pairs records' text must start with.
+        sort_by: a key and whether descending.
+        limit: most rows (or groups); None for all.
+        flatten: flat rows instead of nested `values`.
+        format: json or csv.
+    """
+
+    start: datetime | None = None
+    end: datetime | None = None
+    window: tuple[datetime, datetime] | None = None
+    inclusive: bool = False
+    period: str | None = None
+    group_by: tuple[str, ...] = ()
+    collect: tuple[Collect, ...] = ()
+    filters: tuple[tuple[str, str], ...] = ()
+    prefixes: tuple[tuple[str, str], ...] = ()
+    sort_by: tuple[str, bool] | None = None
+    limit: int | None = None
+    flatten: bool = False
+    format: str = "json"
+
+    @property
+    def raw(self) -> bool:
+        """Whether records are returned as stored (no group_by, no period)."""
+        return not self.group_by and self.period is None
+
+
+def parse_query(items: Iterable[tuple[str, str]], now: datetime) -> Query:
+    """Validate query-string pairs into a Query; `now` anchors relative windows.
 
     Raises:
-        InvalidRequest: an unknown or repeated parameter, or a bad value;
-            every problem is listed.
+        InvalidRequest: every unknown, repeated or bad parameter, each named.
     """
-    values: dict[str, str] = {}
     problems: list[Problem] = []
+    values = _gather(items, problems)
+    parsed = _Parser(values, problems)
+    query = parsed.query(now)
+    if problems:
+        message = problems[0].message if len(problems) == 1 else (
+            f"{len(problems)} problems in the query.")  # fmt: skip
+        raise InvalidRequest(message, problems)
+    assert query is not None
+    return query
+
+
+def _gather(
+    items: Iterable[tuple[str, str]], problems: list[Problem]
+) -> dict[str, list[str]]:
+    values: dict[str, list[str]] = {}
     for name, value in items:
-        if name not in PARAMETERS:
-            problems.append(_unknown(name))
-        elif name in values:
+        if name not in MANY and name not in ONCE:
+            known, shown = ", ".join((*ONCE, *MANY)), name[:40]
+            message = f"The query parameter {shown!r} is not supported; use {known}."
+            problems.append(Problem(message, field=shown))
+            continue
+        if name in ONCE and name in values:
             problems.append(
                 Problem(f"{name} is given twice; give it once.", field=name)
             )
-        values[name] = value
-    start = _moment(values, "start_at", problems)
-    end = _moment(values, "end_at", problems)
-    limit = _limit(values.get("limit"), problems)
-    if problems:
-        raise InvalidRequest(
-            problems[0].message
-            if len(problems) == 1
-            else f"{len(problems)} problems in the query.",
-            problems,
-        )
-    return Window(start=start, end=end, limit=limit)
+            continue
+        values.setdefault(name, []).append(value)
+    return values
 
 
-def _unknown(name: str) -> Problem:
-    known = ", ".join(PARAMETERS)
-    return Problem(
-        f"The query parameter {name[:40]!r} is not supported; use {known}.",
-        field=name[:40],
-    )
+class _Parser:
+    """Parses each parameter, adding a Problem for each bad one."""
 
+    def __init__(self, values: dict[str, list[str]], problems: list[Problem]) -> None:
+        self.values = values
+        self.problems = problems
 
-def _moment(values: dict[str, str], name: str, problems: list[Problem]) -> int | None:
-    text = values.get(name)
-    if text is None:
-        return None
-    try:
-        moment = timestamps.parse(text, offset_required=True)
-    except timestamps.TimestampError as exc:
-        problems.append(
-            Problem(
-                f"{name} {text[:60]!r} {exc}; use e.g. {timestamps.EXAMPLE} (send a "
-                "'+' offset as %2B).",
-                field=name,
-            )
-        )
-        return None
-    return timestamps.to_micros(moment)
+    def bad(self, field: str, message: str) -> None:
+        self.problems.append(Problem(message, field=field))
 
+    def one(self, name: str) -> str | None:
+        found = self.values.get(name)
+        return found[0] if found else None
 
-def _limit(text: str | None, problems: list[Problem]) -> int | None:
-    if text is None:
-        return None
-    if not text.isascii() or not text.isdigit() or len(text) > 18:
-        problems.append(
-            Problem(
-                f"limit {text[:40]!r} is not a whole number of records; use e.g. "
-                "limit=100.",
-                field="limit",
-            )
-        )
-        return None
-    return int(text) or None
+    def query(self, now: datetime) -> Query | None:
+        start, end = self.moment("start_at"), self.moment("end_at")
+        period = self.period()
+        group_by = self.group_by()
+        collect = self.collect(group_by, period)
+        window, start, end = self.window(start, end, period, now)
+        sort_by = self.sort_by(period, group_by)
+        limit = self.whole("limit", zero_allowed=True)
+        if limit is not None and period and not group_by:
+            self.bad("limit", "limit needs group_by when there is a period: a period "
+                     "query always returns every period of its window.")  # fmt: skip
+        inclusive = self.flag("inclusive")
+        if inclusive and start is None and end is None:
+            self.bad("inclusive", "inclusive needs start_at or end_at.")
+        if self.problems:
+            return None
+        return Query(
+            start=start, end=end, window=window, inclusive=inclusive, period=period,
+            group_by=group_by, collect=collect, filters=self.pairs("filter_by"),
+            prefixes=self.pairs("filter_by_prefix"), sort_by=sort_by,
+            limit=limit or None, flatten=self.flag("flatten"), format=self.format(),
+        )  # fmt: skip
+
+    def moment(self, name: str) -> datetime | None:
+        text = self.one(name)
+        if text is None:
+            return None
+        try:
+            return timestamps.parse(text, offset_required=True)
+        except timestamps.TimestampError as exc:
+            self.bad(name, f"{name} {text[:60]!r} {exc}; use e.g. {timestamps.EXAMPLE} "
+                     "(send a '+' offset as %2B).")  # fmt: skip
+            return None
+
+    def period(self) -> str | None:
+        text = self.one("period")
+        if text is not None and text not in periods.PERIODS:
+            self.bad("period", f"period {text[:40]!r} is not one of "
+                     f"{', '.join(periods.PERIODS)}.")  # fmt: skip
+            return None
+        return text
+
+    def whole(self, name: str, *, zero_allowed: bool) -> int | None:
+        text = self.one(name)
+        if text is None:
+            return None
+        if not (text.isascii() and text.isdigit() and len(text) <= 9):
+            self.bad(name, f"{name} {text[:40]!r} is not a whole number; use e.g. "
+                     f"{name}=10.")  # fmt: skip
+            return None
+        if int(text) == 0 and not zero_allowed:
+            self.bad(name, f"{name} must be 1 or more.")
+            return None
+        return int(text)
+
+    def flag(self, name: str) -> bool:
+        text = self.one(name)
+        if text not in (None, "true", "false"):
+            self.bad(name, f"{name} must be true or false, not {text[:40]!r}.")
+        return text == "true"
+
+    def format(self) -> str:
+        text = self.one("format") or "json"
+        if text not in FORMATS:
+            self.bad("format", f"format must be json or csv, not {text[:40]!r}.")
+        return text
+
+    def field(self, parameter: str, name: str, *, internal: bool) -> bool:
+        if not _FIELD.fullmatch(name):
+            self.bad(parameter, f"{parameter} names {name[:60]!r}, which is not a "
+                     "field name (letters, digits and '_').")  # fmt: skip
+            return False
+        if not internal and name.startswith("_"):
+            self.bad(parameter, f"{parameter} cannot use the internal field {name!r}.")
+            return False
+        return True
+
+    def group_by(self) -> tuple[str, ...]:
+        fields = self.values.get("group_by", [])
+        good = [f for f in fields if self.field("group_by", f, internal=False)]
+        return tuple(dict.fromkeys(good))
+
+    def collect(
+        self, group_by: tuple[str, ...], period: str | None
+    ) -> tuple[Collect, ...]:
+        found: list[Collect] = []
+        for text in self.values.get("collect", []):
+            field, _, method = text.partition(":")
+            if method and method not in METHODS:
+                self.bad("collect", f"collect {text[:60]!r}: the method must be one "
+                         f"of {', '.join(METHODS)}.")  # fmt: skip
+            elif self.field("collect", field, internal=False):
+                if field in group_by:
+                    self.bad("collect", f"collect {field!r} is also a group_by field.")
+                found.append(Collect(field, method or "set", bare=not method))
+        if found and not group_by and period is None:
+            self.bad("collect", "collect needs group_by or period.")
+        return tuple(dict.fromkeys(found))
+
+    def pairs(self, name: str) -> tuple[tuple[str, str], ...]:
+        found = []
+        for text in self.values.get(name, []):
+            field, colon, value = text.partition(":")
+            if not colon:
+                self.bad(name, f"{name} {text[:60]!r} needs a field and a value "
+                         "separated by ':', e.g. authority:Westminster.")  # fmt: skip
+            elif self.field(name, field, internal=True):
+                found.append((field, value))
+        return tuple(found)
+
+    def sort_by(
+        self, period: str | None, group_by: tuple[str, ...]
+    ) -> tuple[str, bool] | None:
+        text = self.one("sort_by")
+        if text is None:
+            return None
+        key, _, direction = text.rpartition(":")
+        if direction not in ("ascending", "descending") or not key:
+            self.bad("sort_by", f"sort_by {text[:60]!r} must be field:ascending or "
+                     "field:descending.")  # fmt: skip
+            return None
+        if period and not group_by:
+            self.bad("sort_by", "sort_by needs group_by when there is a period: "
+                     "periods are always in time order.")  # fmt: skip
+            return None
+        return key, direction == "descending"
+
+    def window(
+        self,
+        start: datetime | None,
+        end: datetime | None,
+        period: str | None,
+        now: datetime,
+    ) -> tuple[tuple[datetime, datetime] | None, datetime | None, datetime | None]:
+        duration = self.whole("duration", zero_allowed=False)
+        if duration is not None:
+            return self.relative(start, end, period, duration, now)
+        if period is None:
+            return None, start, end
+        if start is None or end is None:
+            self.bad("period", "a period query needs both start_at and end_at, or "
+                     "a duration.")  # fmt: skip
+            return None, start, end
+        if end < start:
+            self.bad("end_at", "end_at is before start_at.")
+            return None, start, end
+        return (periods.start_of(period, start), end), start, end
+
+    def relative(
+        self,
+        start: datetime | None,
+        end: datetime | None,
+        period: str | None,
+        duration: int,
+        now: datetime,
+    ) -> tuple[tuple[datetime, datetime] | None, datetime | None, datetime | None]:
+        if period is None:
+            self.bad("duration", "duration needs a period, such as period=day.")
+            return None, start, end
+        if start is not None and end is not None:
+            self.bad("duration", "give start_at or end_at with duration, not both.")
+            return None, start, end
+        anchor = periods.start_of(period, start or end or now)
+        step = duration if start is not None else -duration
+        try:
+            other = periods.add(period, anchor, step)
+        except OverflowError:
+            self.bad("duration", "duration reaches beyond the years 1 to 9999.")
+            return None, start, end
+        first, last = sorted((anchor, other))
+        return (first, last), first, last

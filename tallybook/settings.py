@@ -52,6 +52,9 @@ class Settings:
     parse_offload_bytes: int = _setting(
         32 * 1024, "Bodies at least this large are parsed in a helper process."
     )
+    public_max_age: int = _setting(
+        60, "Seconds caches may keep reads of public data sets (Cache-Control)."
+    )
     log_level: str = _setting("INFO", "Logging level of `serve`.")
     log_format: str = _setting(
         "text", "Log lines as `text` or `json` (one object each)."

@@ -20,8 +20,10 @@ from tallybook.errors import (
     TokenExists,
     TokenNotFound,
 )
+from tallybook.query import Query
 from tallybook.records import Record
-from tallybook.store import SQLiteStore, Store, Window, open_store
+from tallybook.store import SQLiteStore, Store, open_store
+from tallybook.timestamps import from_micros
 
 Scenario = Callable[[Store], Awaitable[Any]]
 DS = DataSet(group="g", type="t", auto_ids=("a", "b"), description="d")
@@ -49,11 +51,11 @@ def _record(record_id: str, day: int = 1, body: str = "{}") -> Record:
     return Record(record_id, day * 86_400_000_000, body)
 
 
-EVERYTHING = Window()
+EVERYTHING = Query()
 
 
 async def _read(
-    store: Store, data_set: DataSet, window: Window = EVERYTHING
+    store: Store, data_set: DataSet, window: Query = EVERYTHING
 ) -> list[Any]:
     """The records in the window, parsed (stores may write JSON differently)."""
     return [json.loads(body) async for body in store.read(data_set, window)]
@@ -114,7 +116,9 @@ def test_store_read_window(make_store: Callable[[], Store]) -> None:
     async def scenario(store: Store) -> Any:
         ds = await store.create_data_set(DS)
         await store.write(ds, [_record(str(i), i, f'"{i}"') for i in range(6)])
-        return await _read(store, ds, Window(start=day, end=4 * day, limit=2))
+        return await _read(
+            store, ds, Query(start=from_micros(day), end=from_micros(4 * day), limit=2)
+        )
 
     assert run(make_store, scenario) == ["1", "2"]
 
@@ -124,7 +128,7 @@ def test_store_replace(make_store: Callable[[], Store]) -> None:
         ds = await store.create_data_set(DS)
         await store.write(ds, [_record("a"), _record("b")])
         count = await store.replace(ds, [_record("c")])
-        return count, await _read(store, ds, Window())
+        return count, await _read(store, ds)
 
     assert run(make_store, scenario) == (1, [{}])
 

@@ -47,9 +47,20 @@ def _data_paths() -> dict[str, Any]:
     replace = _write_operation("Replace a data set's records", group_type, "message")
     replace["requestBody"] = _body({"type": "array", "items": _ref("Record")})
     legacy = [_path_param("name")]
+    preflight = {
+        "summary": "CORS preflight",
+        "parameters": group_type,
+        "responses": {"204": {"description": "Any origin may read"}},
+    }
     return {
-        "/data/{group}/{type}": {"get": read, "post": write, "put": replace},
+        "/data/{group}/{type}": {
+            "get": read,
+            "post": write,
+            "put": replace,
+            "options": preflight,
+        },
         "/{name}": {
+            "options": {**preflight, "parameters": legacy},
             "get": _read_operation("Read a data set by name (legacy)", legacy),
             "post": _write_operation(
                 "Store records by name (legacy)", legacy, "message"
@@ -62,8 +73,20 @@ def _read_operation(summary: str, parameters: list[Any]) -> dict[str, Any]:
     query = [
         _query_param("start_at", "Records at or after this date-time (with offset)."),
         _query_param("end_at", "Records before this date-time (with offset)."),
-        _query_param("limit", "At most this many records; 0 for all.", "integer"),
-    ]
+        _query_param("inclusive", "true: end_at is included.", "boolean"),
+        _query_param("period", "hour, day, week, month, quarter or year."),
+        _query_param("duration", "With period: this many periods.", "integer"),
+        _list_param("group_by", "Group by these fields."),
+        _list_param("collect", "field or field:sum|count|mean|set, per group."),
+        _list_param("filter_by", "field:value; records must equal it (ANDed)."),
+        _list_param("filter_by_prefix", "field:prefix; text must start with it."),
+        _query_param("sort_by", "field:ascending or field:descending."),
+        _query_param("limit", "At most this many rows or groups; 0 for all.",
+                     "integer"),
+        _query_param("flatten", "true: flat rows instead of nested values.",
+                     "boolean"),
+        _query_param("format", "json (the default) or csv."),
+    ]  # fmt: skip
     records = {"type": "array", "items": _ref("Record")}
     data = {"type": "object", "properties": {"data": records}, "required": ["data"]}
     return {
@@ -193,6 +216,13 @@ def _query_param(name: str, description: str, kind: str = "string") -> dict[str,
         "description": description,
         "schema": {"type": kind},
     }
+
+
+def _list_param(name: str, description: str) -> dict[str, Any]:
+    parameter = _query_param(name, description)
+    parameter["schema"] = {"type": "array", "items": {"type": "string"}}
+    parameter["explode"] = True
+    return parameter
 
 
 def _body(schema: Any) -> dict[str, Any]:

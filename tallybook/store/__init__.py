@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
-from tallybook.store.base import Freshness, Store, Window
+from tallybook.store.base import Bucket, Freshness, Store
 from tallybook.store.postgres import PostgresStore
 from tallybook.store.sqlite import SQLiteStore
 
 __all__ = [
+    "Bucket",
     "Freshness",
     "PostgresStore",
     "SQLiteStore",

@@ -10,24 +10,31 @@ from abc import ABC, abstractmethod
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
 from datetime import datetime
+from typing import Any
 
 from tallybook.datasets import DataSet, Grant, Token
+from tallybook.query import Query
 from tallybook.records import Record
 
 
 @dataclass(frozen=True)
-class Window:
-    """Which records a read returns, in `_timestamp` then `_id` order.
+class Bucket:
+    """The records of one group (and one period) of an aggregate read.
 
     Attributes:
-        start: lowest timestamp included, in microseconds since the epoch.
-        end: timestamp excluded and above, in microseconds since the epoch.
-        limit: most records returned; None for all.
+        group: the values of the query's group_by fields.
+        start: the start of the period, when grouping by period.
+        count: how many records.
+        collected: one value per `collect` of the query: a sum, a mean, a
+            count, or a list of distinct values.
+        non_numbers: per `collect`, how many values were not numbers.
     """
 
-    start: int | None = None
-    end: int | None = None
-    limit: int | None = None
+    group: tuple[Any, ...]
+    start: datetime | None
+    count: int
+    collected: tuple[Any, ...]
+    non_numbers: tuple[int, ...]
 
 
 @dataclass(frozen=True)
@@ -151,5 +158,14 @@ class Store(ABC):
         """Return how many records the data set holds."""
 
     @abstractmethod
-    def read(self, data_set: DataSet, window: Window) -> AsyncIterator[str]:
-        """Yield the JSON text of each record in the window, in order."""
+    def read(self, data_set: DataSet, query: Query) -> AsyncIterator[str]:
+        """Yield the JSON text of each record the query selects, in its order.
+
+        Without `sort_by`, records come in `_timestamp`, then `_id` order.
+        """
+
+    @abstractmethod
+    async def aggregate(
+        self, data_set: DataSet, query: Query, *, by_period: bool
+    ) -> list[Bucket]:
+        """Count and collect the selected records per group (and period)."""

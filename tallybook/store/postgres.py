@@ -33,9 +33,10 @@ from tallybook.errors import (
     TokenExists,
     TokenNotFound,
 )
+from tallybook.query import Query
 from tallybook.records import Record
-from tallybook.store import postgres_schema
-from tallybook.store.base import Freshness, Store, Window
+from tallybook.store import postgres_query, postgres_schema
+from tallybook.store.base import Bucket, Freshness, Store
 
 T = TypeVar("T")
 logger = logging.getLogger(__name__)
@@ -231,18 +232,37 @@ class PostgresStore(Store):
         sql = "SELECT count(*) FROM records WHERE data_set_id = $1"
         return int(await self._run(lambda db: db.fetchval(sql, data_set.id)))
 
-    async def read(self, data_set: DataSet, window: Window) -> AsyncIterator[str]:
-        """Yield each record's JSON in `_timestamp`, `_id` order."""
-        sql, values = _select(_key(data_set), window)
+    async def read(self, data_set: DataSet, query: Query) -> AsyncIterator[str]:
+        """Yield each selected record's JSON, in the query's order."""
+        statement = postgres_query.raw(_key(data_set), query)
         connection = await self._acquire()
         try:
             async with connection.transaction(readonly=True):
-                async for row in connection.cursor(sql, *values, prefetch=1000):
+                cursor = connection.cursor(
+                    statement.sql, *statement.values, prefetch=1000
+                )
+                async for row in cursor:
                     yield row[0]
         except _CONNECTION_ERRORS as exc:
             raise StoreUnavailable(f"PostgreSQL is unreachable: {exc}") from exc
         finally:
             await self._live_pool().release(connection)
+
+    async def aggregate(
+        self, data_set: DataSet, query: Query, *, by_period: bool
+    ) -> list[Bucket]:
+        """Count and collect per group (and period), in SQL."""
+        statement = postgres_query.aggregate(_key(data_set), query, by_period)
+        rows = await self._run(lambda db: db.fetch(statement.sql, *statement.values))
+        buckets = []
+        for row in rows:
+            group, start, count, collected, non_numbers = postgres_query.read_row(
+                row, query
+            )
+            buckets.append(
+                Bucket(group, start, count, tuple(collected), tuple(non_numbers))
+            )
+        return buckets
 
     def _live_pool(self) -> asyncpg.Pool:
         if self._pool is None:
@@ -445,23 +465,6 @@ async def _insert_token(
     except asyncpg.UniqueViolationError as exc:
         raise TokenExists("this token value is in use already") from exc
     return replace(token, id=token_id)
-
-
-def _select(data_set_id: int, window: Window) -> tuple[str, list[Any]]:
-    where: list[str] = ["data_set_id = $1"]
-    values: list[Any] = [data_set_id]
-    if window.start is not None:
-        values.append(window.start)
-        where.append(f"timestamp >= {_MICROS} ${len(values)}::bigint")
-    if window.end is not None:
-        values.append(window.end)
-        where.append(f"timestamp < {_MICROS} ${len(values)}::bigint")
-    values.append(window.limit)
-    sql = (
-        f"SELECT body::text FROM records WHERE {' AND '.join(where)} "
-        f"ORDER BY timestamp, id LIMIT ${len(values)}"
-    )
-    return sql, values
 
 
 def _key(data_set: DataSet) -> int:

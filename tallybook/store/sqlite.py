@@ -31,8 +31,10 @@ from tallybook.errors import (
     TokenExists,
     TokenNotFound,
 )
+from tallybook.query import Query
 from tallybook.records import Record
-from tallybook.store.base import Freshness, Store, Window
+from tallybook.store import sqlite_query
+from tallybook.store.base import Bucket, Freshness, Store
 from tallybook.store.group_commit import GroupCommitter
 
 SCHEMA_VERSION = 1
@@ -261,9 +263,10 @@ class SQLiteStore(Store):
         ).fetchone()
         return int(row[0])
 
-    async def read(self, data_set: DataSet, window: Window) -> AsyncIterator[str]:
-        """Yield each record's JSON in `_timestamp`, `_id` order."""
-        cursor = await anyio.to_thread.run_sync(self._select, data_set, window)
+    async def read(self, data_set: DataSet, query: Query) -> AsyncIterator[str]:
+        """Yield each selected record's JSON, in the query's order."""
+        statement = sqlite_query.raw(_key(data_set), query)
+        cursor = await anyio.to_thread.run_sync(self._execute, statement)
         try:
             while rows := await anyio.to_thread.run_sync(cursor.fetchmany, _PAGE):
                 for (body,) in rows:
@@ -271,20 +274,25 @@ class SQLiteStore(Store):
         finally:
             cursor.connection.close()
 
-    def _select(self, data_set: DataSet, window: Window) -> sqlite3.Cursor:
-        where, values = ["data_set_id = ?"], [data_set.id]
-        if window.start is not None:
-            where.append("timestamp >= ?")
-            values.append(window.start)
-        if window.end is not None:
-            where.append("timestamp < ?")
-            values.append(window.end)
-        values.append(-1 if window.limit is None else window.limit)
-        sql = (
-            f"SELECT body FROM records WHERE {' AND '.join(where)} "
-            "ORDER BY timestamp, id LIMIT ?"
-        )
-        return self._connect().execute(sql, values)
+    async def aggregate(
+        self, data_set: DataSet, query: Query, *, by_period: bool
+    ) -> list[Bucket]:
+        """Count and collect per group (and period), in SQL."""
+        statement = sqlite_query.aggregate(_key(data_set), query, by_period)
+
+        def run() -> list[Any]:
+            cursor = self._execute(statement)
+            try:
+                return cursor.fetchall()
+            finally:
+                cursor.connection.close()
+
+        rows = await anyio.to_thread.run_sync(run)
+        return [Bucket(*_bucket(sqlite_query.read_row(row, query))) for row in rows]
+
+    def _execute(self, statement: sqlite_query.Statement) -> sqlite3.Cursor:
+        sql = " ".join(statement.parts)
+        return self._connect().execute(sql, statement.values)
 
 
 def _apply_schema(connection: sqlite3.Connection) -> None:
@@ -448,3 +456,14 @@ def _text(moment: datetime | None) -> str | None:
 
 def _from_micros(micros: int | None) -> datetime | None:
     return None if micros is None else timestamps.from_micros(micros)
+
+
+def _key(data_set: DataSet) -> int:
+    if data_set.id is None:
+        raise StoreError(f"the data set {data_set.name} has no id; it is not stored")
+    return data_set.id
+
+
+def _bucket(parts: tuple[Any, ...]) -> tuple[Any, ...]:
+    group, start, count, collected, non_numbers = parts
+    return group, start, count, tuple(collected), tuple(non_numbers)

@@ -1,0 +1,145 @@
+"""SQL for reads on the PostgreSQL store: filters, order, and aggregation.
+
+Fields are read from each record's `json` body with `->`; field names are
+bound as parameters, never written into the SQL. Periods are
+`date_trunc` in UTC (PostgreSQL's weeks start on Monday, as tallybook's).
+"""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime
+from decimal import Decimal
+from typing import Any
+
+from tallybook.query import Collect, Query
+
+_MICROS = "timestamptz 'epoch' + interval '1 microsecond' * "
+
+
+class Statement:
+    """SQL text with its numbered parameters, built piece by piece."""
+
+    def __init__(self) -> None:
+        self.parts: list[str] = []
+        self.values: list[Any] = []
+
+    def bind(self, value: Any) -> str:
+        """Add a parameter; return its placeholder."""
+        self.values.append(value)
+        return f"${len(self.values)}"
+
+    def add(self, sql: str) -> None:
+        """Add a piece of SQL."""
+        self.parts.append(sql)
+
+    @property
+    def sql(self) -> str:
+        """The whole statement."""
+        return " ".join(self.parts)
+
+
+def where(statement: Statement, data_set_id: int, query: Query) -> None:
+    """The WHERE clause: data set, time window, filters and prefixes."""
+    statement.add(f"WHERE data_set_id = {statement.bind(data_set_id)}")
+    if query.start is not None:
+        statement.add(f"AND timestamp >= {statement.bind(query.start)}")
+    if query.end is not None:
+        operator = "<=" if query.inclusive else "<"
+        statement.add(f"AND timestamp {operator} {statement.bind(query.end)}")
+    for field, value in query.filters:
+        choices = [json.dumps(value), *_typed(value)]
+        statement.add(f"AND (body -> {statement.bind(field)})::jsonb = ANY("
+                      f"{statement.bind(choices)}::jsonb[])")  # fmt: skip
+    for field, prefix in query.prefixes:
+        name = statement.bind(field)
+        length, bound = statement.bind(len(prefix)), statement.bind(prefix)
+        statement.add(f"AND json_typeof(body -> {name}) = 'string' AND "
+                      f"left(body ->> {name}, {length}) = {bound}")  # fmt: skip
+
+
+def _typed(text: str) -> list[str]:
+    """The JSON values besides the text that a filter's text stands for."""
+    if text in ("true", "false"):
+        return [text]
+    try:
+        number = float(text)
+    except ValueError:
+        return []
+    return [text] if number == number and abs(number) != float("inf") else []
+
+
+def raw(data_set_id: int, query: Query) -> Statement:
+    """Records as stored, filtered, ordered and limited."""
+    statement = Statement()
+    statement.add("SELECT body::text FROM records")
+    where(statement, data_set_id, query)
+    if query.sort_by is None or query.sort_by[0] == "_timestamp":
+        direction = "DESC" if query.sort_by and query.sort_by[1] else "ASC"
+        statement.add(f"ORDER BY timestamp {direction}, id {direction}")
+    else:
+        key, descending = query.sort_by
+        direction = "DESC" if descending else "ASC"
+        statement.add(f"ORDER BY (body -> {statement.bind(key)})::jsonb {direction} "
+                      "NULLS LAST, timestamp, id")  # fmt: skip
+    statement.add(f"LIMIT {statement.bind(query.limit)}")
+    return statement
+
+
+def aggregate(data_set_id: int, query: Query, by_period: bool) -> Statement:
+    """Counts and collects per group (and per period when `by_period`)."""
+    statement = Statement()
+    columns = [f"(body -> {statement.bind(field)})::text" for field in query.group_by]
+    bucket = "NULL::timestamp"
+    if by_period and query.period:
+        bucket = f"date_trunc('{query.period}', timestamp AT TIME ZONE 'UTC')"
+    statement.add(f"SELECT {', '.join(columns) or 'NULL'}, {bucket}, count(*)")
+    for collect in query.collect:
+        _collect(statement, collect)
+    statement.add("FROM records")
+    where(statement, data_set_id, query)
+    for field in query.group_by:
+        statement.add(f"AND json_typeof(body -> {statement.bind(field)}) <> 'null'")
+    groups = max(len(query.group_by), 1) + 1
+    statement.add("GROUP BY " + ", ".join(str(n) for n in range(1, groups + 1)))
+    return statement
+
+
+def _collect(statement: Statement, collect: Collect) -> None:
+    name = statement.bind(collect.field)
+    value, kind = f"body -> {name}", f"json_typeof(body -> {name})"
+    if collect.method in ("sum", "mean"):
+        function = "sum" if collect.method == "sum" else "avg"
+        statement.add(
+            f", {function}((body ->> {name})::numeric) FILTER (WHERE {kind} = 'number')"
+        )
+    elif collect.method == "count":
+        statement.add(f", count(*) FILTER (WHERE {kind} <> 'null')")
+    else:
+        # Distinct by JSON text, as on SQLite: 5 and 5.0 stay apart.
+        statement.add(
+            f", array_agg(DISTINCT ({value})::text) FILTER (WHERE {kind} <> 'null')"
+        )
+    statement.add(f", count(*) FILTER (WHERE {kind} NOT IN ('number', 'null'))")
+
+
+def read_row(row: Any, query: Query) -> tuple[tuple[Any, ...], datetime | None, int,
+                                              list[Any], list[int]]:  # fmt: skip
+    """Split an aggregate row: group, bucket, count, collected, non-numbers."""
+    width = max(len(query.group_by), 1)
+    group = tuple(json.loads(v) for v in list(row)[: len(query.group_by)])
+    start = None if row[width] is None else row[width].replace(tzinfo=UTC)
+    rest = list(row)[width + 2 :]
+    collected = [_value(rest[2 * i], c) for i, c in enumerate(query.collect)]
+    return group, start, int(row[width + 1]), collected, list(rest[1::2])
+
+
+def _value(value: Any, collect: Collect) -> Any:
+    if collect.method == "set":
+        return [] if value is None else [json.loads(text) for text in value]
+    if collect.method == "mean" and value is not None:
+        return float(value)
+    if isinstance(value, Decimal):
+        text = str(value)
+        return int(text) if text.lstrip("-").isdigit() else float(value)
+    return value
