@@ -116,7 +116,7 @@ def aggregate(data_set_id: int, query: Query, by_period: bool) -> Statement:
     where(statement, data_set_id, query)
     for field in query.group_by:
         statement.add("AND json_type(body, ?) NOT IN ('null')", "$." + field)
-    groups = len(query.group_by) + 1
+    groups = max(len(query.group_by), 1) + 1
     statement.add("GROUP BY " + ", ".join(str(n) for n in range(1, groups + 1)))
     return statement
 
