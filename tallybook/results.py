@@ -24,22 +24,22 @@ Row = dict[str, Any]
 _EMPTY: dict[str, Any] = {"sum": None, "mean": None, "count": 0, "set": []}
 
 
-def shape(query: Query, buckets: list[Bucket], totals: list[Bucket]) -> list[Row]:
+def shape(query: Query, buckets: list[Bucket]) -> list[Row]:
     """Rows for an aggregate query from the store's buckets.
 
     Args:
         query: the query (it has `group_by`, `period`, or both).
         buckets: per group and period (per group only without a period).
-        totals: per group over the whole window (used with group_by+period).
 
     Raises:
         InvalidRequest: a sum or mean of a field holding non-numbers.
     """
-    _check_numbers(query, [*buckets, *totals])
+    _check_numbers(query, buckets)
     if not query.group_by:
         return _period_rows(query, buckets, ())
     if query.period is None:
         return _limited(query, _sorted(query, [_group_row(query, b) for b in buckets]))
+    totals = [_merged(query, parts) for parts in _by_group(buckets).values()]
     groups = _limited(query, _sorted(query, [_group_row(query, b) for b in totals]))
     by_group = _by_group(buckets)
     if query.flatten:
@@ -107,6 +107,37 @@ def _flat(
                             tuple((f, row[f]) for f in query.group_by))
                for row in groups]  # fmt: skip
     return [row for at_time in zip(*columns, strict=True) for row in at_time]
+
+
+def _merged(query: Query, parts: list[Bucket]) -> Bucket:
+    """One group's buckets of every period, added up into one."""
+    collected = []
+    for index, collect in enumerate(query.collect):
+        values = [part.collected[index] for part in parts]
+        weights = [part.numbers[index] for part in parts]
+        collected.append(_combine(collect.method, values, weights))
+    return Bucket(
+        group=parts[0].group,
+        start=None,
+        count=sum(part.count for part in parts),
+        collected=tuple(collected),
+        non_numbers=tuple(map(sum, zip(*(p.non_numbers for p in parts), strict=True))),
+        numbers=tuple(map(sum, zip(*(p.numbers for p in parts), strict=True))),
+    )
+
+
+def _combine(method: str, values: list[Any], weights: list[int]) -> Any:
+    if method == "count":
+        return sum(values)
+    if method == "set":
+        unique = {json.dumps(v, sort_keys=True): v for part in values for v in part}
+        return list(unique.values())
+    if not sum(weights):
+        return None
+    if method == "sum":
+        return sum(v for v in values if v is not None)
+    total = sum(v * w for v, w in zip(values, weights, strict=True) if w)
+    return total / sum(weights)
 
 
 def _by_group(buckets: list[Bucket]) -> dict[Any, list[Bucket]]:

@@ -63,11 +63,10 @@ async def _rows(request: Request, data_set: DataSet, query: Query) -> list[Any]:
     store: Store = request.app.state.store
     if query.raw:
         return [orjson.loads(body) async for body in store.read(data_set, query)]
-    buckets = await store.aggregate(data_set, query, by_period=query.period is not None)
-    totals = []
-    if query.group_by and query.period:
-        totals = await store.aggregate(data_set, query, by_period=False)
-    return results.shape(query, buckets, totals)
+    by_period = query.period is not None
+    return results.shape(
+        query, await store.aggregate(data_set, query, by_period=by_period)
+    )
 
 
 def _cache_headers(request: Request, data_set: DataSet) -> dict[str, str]:

@@ -28,6 +28,7 @@ class Bucket:
         collected: one value per `collect` of the query: a sum, a mean, a
             count, or a list of distinct values.
         non_numbers: per `collect`, how many values were not numbers.
+        numbers: per `collect`, how many values were numbers.
     """
 
     group: tuple[Any, ...]
@@ -35,6 +36,7 @@ class Bucket:
     count: int
     collected: tuple[Any, ...]
     non_numbers: tuple[int, ...]
+    numbers: tuple[int, ...]
 
 
 @dataclass(frozen=True)

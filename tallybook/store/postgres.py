@@ -256,12 +256,11 @@ class PostgresStore(Store):
         rows = await self._run(lambda db: db.fetch(statement.sql, *statement.values))
         buckets = []
         for row in rows:
-            group, start, count, collected, non_numbers = postgres_query.read_row(
-                row, query
+            group, start, count, collected, non_numbers, numbers = (
+                postgres_query.read_row(row, query)
             )
-            buckets.append(
-                Bucket(group, start, count, tuple(collected), tuple(non_numbers))
-            )
+            buckets.append(Bucket(group, start, count, tuple(collected),
+                                  tuple(non_numbers), tuple(numbers)))  # fmt: skip
         return buckets
 
     def _live_pool(self) -> asyncpg.Pool:

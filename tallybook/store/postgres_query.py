@@ -121,17 +121,21 @@ def _collect(statement: Statement, collect: Collect) -> None:
             f", array_agg(DISTINCT ({value})::text) FILTER (WHERE {kind} <> 'null')"
         )
     statement.add(f", count(*) FILTER (WHERE {kind} NOT IN ('number', 'null'))")
+    statement.add(f", count(*) FILTER (WHERE {kind} = 'number')")
 
 
-def read_row(row: Any, query: Query) -> tuple[tuple[Any, ...], datetime | None, int,
-                                              list[Any], list[int]]:  # fmt: skip
-    """Split an aggregate row: group, bucket, count, collected, non-numbers."""
+Parts = tuple[tuple[Any, ...], datetime | None, int, list[Any], list[int], list[int]]
+
+
+def read_row(row: Any, query: Query) -> Parts:
+    """Split an aggregate row into the fields of a Bucket."""
     width = max(len(query.group_by), 1)
     group = tuple(json.loads(v) for v in list(row)[: len(query.group_by)])
     start = None if row[width] is None else row[width].replace(tzinfo=UTC)
     rest = list(row)[width + 2 :]
-    collected = [_value(rest[2 * i], c) for i, c in enumerate(query.collect)]
-    return group, start, int(row[width + 1]), collected, list(rest[1::2])
+    collected = [_value(rest[3 * i], c) for i, c in enumerate(query.collect)]
+    return (group, start, int(row[width + 1]), collected, list(rest[1::3]),
+            list(rest[2::3]))  # fmt: skip
 
 
 def _value(value: Any, collect: Collect) -> Any:

@@ -465,5 +465,5 @@ def _key(data_set: DataSet) -> int:
 
 
 def _bucket(parts: tuple[Any, ...]) -> tuple[Any, ...]:
-    group, start, count, collected, non_numbers = parts
-    return group, start, count, tuple(collected), tuple(non_numbers)
+    group, start, count, collected, non_numbers, numbers = parts
+    return group, start, count, tuple(collected), tuple(non_numbers), tuple(numbers)

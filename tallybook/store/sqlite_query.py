@@ -12,15 +12,26 @@ from datetime import UTC, datetime
 from typing import Any
 
 from tallybook import timestamps
-from tallybook.query import Collect, Query
+from tallybook.query import Query
 
 _NUMERIC = "('integer', 'real')"
 # Seconds since the epoch, rounded down also before 1970 (% truncates).
 _SECONDS = "((timestamp - ((timestamp % 1000000) + 1000000) % 1000000) / 1000000)"
+_HOUR, _DAY, _WEEK = 3_600_000_000, 86_400_000_000, 604_800_000_000
+_MONDAY = 4 * _DAY  # 1970-01-05, the first Monday after the epoch
+
+
+def _floor(step: int, origin: int = 0) -> str:
+    """The start of the step holding `timestamp`, in microseconds (SQL)."""
+    return f"(timestamp - ((timestamp - {origin}) % {step} + {step}) % {step})"
+
+
+# Fixed-length periods are integer arithmetic on the microseconds, much
+# cheaper than date functions; calendar periods use strftime.
 _BUCKETS = {
-    "hour": f"strftime('%Y-%m-%dT%H:00:00', {_SECONDS}, 'unixepoch')",
-    "day": f"date({_SECONDS}, 'unixepoch')",
-    "week": f"date({_SECONDS}, 'unixepoch', '-6 days', 'weekday 1')",
+    "hour": _floor(_HOUR),
+    "day": _floor(_DAY),
+    "week": _floor(_WEEK, _MONDAY),
     "month": f"strftime('%Y-%m-01', {_SECONDS}, 'unixepoch')",
     "quarter": f"strftime('%Y-', {_SECONDS}, 'unixepoch') || printf('%02d', "
     f"(CAST(strftime('%m', {_SECONDS}, 'unixepoch') AS INTEGER) - 1) / 3 * 3 + 1)"
@@ -103,67 +114,74 @@ def raw(data_set_id: int, query: Query) -> Statement:
 
 
 def aggregate(data_set_id: int, query: Query, by_period: bool) -> Statement:
-    """Counts and collects per group (and per period when `by_period`)."""
-    statement = Statement()
-    columns = [("body -> ?", "$." + field) for field in query.group_by]
+    """Counts and collects per group (and per period when `by_period`).
+
+    An inner SELECT reads each field once per record (every JSON call parses
+    the record again, and that parsing is most of the cost); the outer one
+    groups. Records whose group field is missing or null are left out.
+    """
+    inner = Statement()
+    groups = [f"body -> ? AS g{n}" for n in range(len(query.group_by))]
     bucket = _BUCKETS[query.period] if by_period and query.period else "NULL"
-    select = ", ".join(sql for sql, _ in columns) or "NULL"
-    statement.add(f"SELECT {select},", *(path for _, path in columns))
-    statement.add(f"{bucket}, count(*)")
-    for collect in query.collect:
-        _collect(statement, collect)
-    statement.add("FROM records")
-    where(statement, data_set_id, query)
-    for field in query.group_by:
-        statement.add("AND json_type(body, ?) NOT IN ('null')", "$." + field)
-    groups = max(len(query.group_by), 1) + 1
-    statement.add("GROUP BY " + ", ".join(str(n) for n in range(1, groups + 1)))
+    inner.add(f"SELECT {', '.join([*groups, f'{bucket} AS b']) }",
+              *("$." + field for field in query.group_by))  # fmt: skip
+    for n, collect in enumerate(query.collect):
+        value = "body -> ?" if collect.method == "set" else "json_extract(body, ?)"
+        inner.add(f", json_type(body, ?) AS t{n}, {value} AS v{n}",
+                  "$." + collect.field, "$." + collect.field)  # fmt: skip
+    inner.add("FROM records")
+    where(inner, data_set_id, query)
+
+    keys = [f"g{n}" for n in range(len(query.group_by))] or ["NULL"]
+    statement = Statement()
+    statement.add(f"SELECT {', '.join(keys)}, b, count(*)")
+    for n, collect in enumerate(query.collect):
+        statement.add(_collected(n, collect.method))
+    statement.add("FROM (" + " ".join(inner.parts) + ")", *inner.values)
+    present = [
+        f"g{n} IS NOT NULL AND g{n} != 'null'" for n in range(len(query.group_by))
+    ]
+    if present:
+        statement.add("WHERE " + " AND ".join(present))
+    statement.add(f"GROUP BY {', '.join(keys)}, b")
     return statement
 
 
-def _collect(statement: Statement, collect: Collect) -> None:
-    path = "$." + collect.field
-    if collect.method in ("sum", "mean"):
-        function = "sum" if collect.method == "sum" else "avg"
-        statement.add(
-            f", {function}(CASE WHEN json_type(body, ?) IN {_NUMERIC} "
-            "THEN json_extract(body, ?) END)",
-            path, path,
-        )  # fmt: skip
-    elif collect.method == "count":
-        statement.add(
-            ", count(CASE WHEN json_type(body, ?) != 'null' THEN 1 END)", path
+def _collected(n: int, method: str) -> str:
+    """The aggregate of one collect, its count of non-numbers and of numbers."""
+    numeric = f"t{n} IN {_NUMERIC}"
+    if method in ("sum", "mean"):
+        value = (
+            f"{'sum' if method == 'sum' else 'avg'}(CASE WHEN {numeric} THEN v{n} END)"
         )
+    elif method == "count":
+        value = f"count(CASE WHEN t{n} != 'null' THEN 1 END)"
     else:
-        statement.add(
-            ", json_group_array(DISTINCT body -> ?) FILTER (WHERE json_type(body, ?) "
-            "!= 'null')",
-            path, path,
-        )  # fmt: skip
-    statement.add(
-        f", count(CASE WHEN json_type(body, ?) NOT IN {_NUMERIC} "
-        "AND json_type(body, ?) != 'null' THEN 1 END)",
-        path, path,
-    )  # fmt: skip
+        value = f"json_group_array(DISTINCT json(v{n})) FILTER (WHERE t{n} != 'null')"
+    return (f", {value}, count(CASE WHEN NOT {numeric} AND t{n} != 'null' THEN 1 END)"
+            f", count(CASE WHEN {numeric} THEN 1 END)")  # fmt: skip
 
 
-Parts = tuple[tuple[Any, ...], datetime | None, int, list[Any], list[int]]
+Parts = tuple[tuple[Any, ...], datetime | None, int, list[Any], list[int], list[int]]
 
 
 def read_row(row: tuple[Any, ...], query: Query) -> Parts:
-    """Split an aggregate row: group, bucket, count, collected, non-numbers."""
+    """Split an aggregate row into the fields of a Bucket."""
     width = max(len(query.group_by), 1)
     group = tuple(json.loads(v) for v in row[: len(query.group_by)])
     start = None if row[width] is None else _bucket(row[width])
     rest = row[width + 2 :]
-    collected = [_set(rest[2 * i]) if c.method == "set" else rest[2 * i]
+    collected = [_set(rest[3 * i]) if c.method == "set" else rest[3 * i]
                  for i, c in enumerate(query.collect)]  # fmt: skip
-    return group, start, int(row[width + 1]), collected, list(rest[1::2])
+    return (group, start, int(row[width + 1]), collected, list(rest[1::3]),
+            list(rest[2::3]))  # fmt: skip
 
 
 def _set(text: str | None) -> list[Any]:
     return [] if text is None else list(json.loads(text))
 
 
-def _bucket(text: str) -> datetime:
-    return datetime.fromisoformat(text).replace(tzinfo=UTC)
+def _bucket(value: str | int) -> datetime:
+    if isinstance(value, int):
+        return timestamps.from_micros(value)
+    return datetime.fromisoformat(value).replace(tzinfo=UTC)
