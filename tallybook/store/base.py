@@ -6,13 +6,15 @@ all-or-nothing per call and return only once durable.
 
 from __future__ import annotations
 
+import json
 from abc import ABC, abstractmethod
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
 from tallybook.datasets import DataSet, Grant, Token
+from tallybook.errors import StoreError
 from tallybook.query import Query
 from tallybook.records import Record
 
@@ -171,3 +173,48 @@ class Store(ABC):
         self, data_set: DataSet, query: Query, *, by_period: bool
     ) -> list[Bucket]:
         """Count and collect the selected records per group (and period)."""
+
+
+def stored_id(data_set: DataSet) -> int:
+    """The store's key of a data set read from the store."""
+    if data_set.id is None:
+        raise StoreError(f"the data set {data_set.name} has no id; it is not stored")
+    return data_set.id
+
+
+def data_set_from_row(
+    row: Sequence[Any], auto_ids: Callable[[Any], Sequence[str]]
+) -> DataSet:
+    """A data set from the columns every store selects, in their order."""
+    data_set_id, group, type_, fields, public, description, max_age, schema = row
+    return DataSet(
+        group=group,
+        type=type_,
+        auto_ids=tuple(auto_ids(fields)),
+        public=bool(public),
+        description=description,
+        max_age_expected=max_age,
+        schema=None if schema is None else json.loads(schema),
+        id=data_set_id,
+    )
+
+
+def token_from_row(
+    row: Sequence[Any], moment: Callable[[Any], datetime | None]
+) -> Token:
+    """A token from the columns every store selects, in their order."""
+    token_id, scopes, data_set_name, created, name, prefix = row[:6]
+    expires, revoked, used = row[6:]
+    created_at = moment(created)
+    assert created_at is not None
+    return Token(
+        scopes=frozenset(scopes.split(",")),
+        data_set_name=data_set_name,
+        created_at=created_at,
+        name=name,
+        prefix=prefix,
+        expires_at=moment(expires),
+        revoked_at=moment(revoked),
+        last_used_at=moment(used),
+        id=token_id,
+    )

@@ -36,7 +36,14 @@ from tallybook.errors import (
 from tallybook.query import Query
 from tallybook.records import Record
 from tallybook.store import postgres_query, postgres_schema
-from tallybook.store.base import Bucket, Freshness, Store
+from tallybook.store.base import (
+    Bucket,
+    Freshness,
+    Store,
+    data_set_from_row,
+    stored_id,
+    token_from_row,
+)
 
 T = TypeVar("T")
 logger = logging.getLogger(__name__)
@@ -221,11 +228,11 @@ class PostgresStore(Store):
     async def write(self, data_set: DataSet, records: Sequence[Record]) -> None:
         """Insert or replace records by `_id`; durable when this returns."""
         if records:
-            await self._writer.write(_key(data_set), records)
+            await self._writer.write(stored_id(data_set), records)
 
     async def replace(self, data_set: DataSet, records: Sequence[Record]) -> int:
         """Replace the data set's records in one transaction; return the count."""
-        return await self._run(lambda db: _replace(db, _key(data_set), records))
+        return await self._run(lambda db: _replace(db, stored_id(data_set), records))
 
     async def count(self, data_set: DataSet) -> int:
         """Return how many records the data set holds."""
@@ -234,7 +241,7 @@ class PostgresStore(Store):
 
     async def read(self, data_set: DataSet, query: Query) -> AsyncIterator[str]:
         """Yield each selected record's JSON, in the query's order."""
-        statement = postgres_query.raw(_key(data_set), query)
+        statement = postgres_query.raw(stored_id(data_set), query)
         connection = await self._acquire()
         try:
             async with connection.transaction(readonly=True):
@@ -252,7 +259,7 @@ class PostgresStore(Store):
         self, data_set: DataSet, query: Query, *, by_period: bool
     ) -> list[Bucket]:
         """Count and collect per group (and period), in SQL."""
-        statement = postgres_query.aggregate(_key(data_set), query, by_period)
+        statement = postgres_query.aggregate(stored_id(data_set), query, by_period)
         rows = await self._run(lambda db: db.fetch(statement.sql, *statement.values))
         buckets = []
         for row in rows:
@@ -466,37 +473,13 @@ async def _insert_token(
     return replace(token, id=token_id)
 
 
-def _key(data_set: DataSet) -> int:
-    if data_set.id is None:
-        raise StoreError(f"the data set {data_set.name} has no id; it is not stored")
-    return data_set.id
-
-
 def _data_set(row: Sequence[Any]) -> DataSet:
-    data_set_id, group, type_, auto_ids, public, description, max_age, schema = row
-    return DataSet(
-        group=group,
-        type=type_,
-        auto_ids=tuple(auto_ids),
-        public=public,
-        description=description,
-        max_age_expected=max_age,
-        schema=None if schema is None else json.loads(schema),
-        id=data_set_id,
-    )
+    return data_set_from_row(row, tuple)
 
 
 def _token(row: Sequence[Any]) -> Token:
-    token_id, scopes, data_set_name, created, name, prefix = row[:6]
-    expires, revoked, used = row[6:]
-    return Token(
-        scopes=frozenset(scopes.split(",")),
-        data_set_name=data_set_name,
-        created_at=created,
-        name=name,
-        prefix=prefix,
-        expires_at=expires,
-        revoked_at=revoked,
-        last_used_at=used,
-        id=token_id,
-    )
+    return token_from_row(row, _same)
+
+
+def _same(value: Any) -> Any:
+    return value

@@ -34,7 +34,14 @@ from tallybook.errors import (
 from tallybook.query import Query
 from tallybook.records import Record
 from tallybook.store import sqlite_query
-from tallybook.store.base import Bucket, Freshness, Store
+from tallybook.store.base import (
+    Bucket,
+    Freshness,
+    Store,
+    data_set_from_row,
+    stored_id,
+    token_from_row,
+)
 from tallybook.store.group_commit import GroupCommitter
 
 SCHEMA_VERSION = 1
@@ -265,7 +272,7 @@ class SQLiteStore(Store):
 
     async def read(self, data_set: DataSet, query: Query) -> AsyncIterator[str]:
         """Yield each selected record's JSON, in the query's order."""
-        statement = sqlite_query.raw(_key(data_set), query)
+        statement = sqlite_query.raw(stored_id(data_set), query)
         cursor = await anyio.to_thread.run_sync(self._execute, statement)
         try:
             while rows := await anyio.to_thread.run_sync(cursor.fetchmany, _PAGE):
@@ -278,7 +285,7 @@ class SQLiteStore(Store):
         self, data_set: DataSet, query: Query, *, by_period: bool
     ) -> list[Bucket]:
         """Count and collect per group (and period), in SQL."""
-        statement = sqlite_query.aggregate(_key(data_set), query, by_period)
+        statement = sqlite_query.aggregate(stored_id(data_set), query, by_period)
 
         def run() -> list[Any]:
             cursor = self._execute(statement)
@@ -417,33 +424,11 @@ def _replace(
 
 
 def _data_set(row: Sequence[Any]) -> DataSet:
-    data_set_id, group, type_, auto_ids, public, description, max_age, schema = row
-    return DataSet(
-        group=group,
-        type=type_,
-        auto_ids=tuple(json.loads(auto_ids)),
-        public=bool(public),
-        description=description,
-        max_age_expected=max_age,
-        schema=None if schema is None else json.loads(schema),
-        id=data_set_id,
-    )
+    return data_set_from_row(row, json.loads)
 
 
 def _token(row: Sequence[Any]) -> Token:
-    token_id, scopes, data_set_name, created, name, prefix = row[:6]
-    expires, revoked, used = row[6:]
-    return Token(
-        scopes=frozenset(scopes.split(",")),
-        data_set_name=data_set_name,
-        created_at=datetime.fromisoformat(created),
-        name=name,
-        prefix=prefix,
-        expires_at=_moment(expires),
-        revoked_at=_moment(revoked),
-        last_used_at=_moment(used),
-        id=token_id,
-    )
+    return token_from_row(row, _moment)
 
 
 def _moment(text: str | None) -> datetime | None:
@@ -456,12 +441,6 @@ def _text(moment: datetime | None) -> str | None:
 
 def _from_micros(micros: int | None) -> datetime | None:
     return None if micros is None else timestamps.from_micros(micros)
-
-
-def _key(data_set: DataSet) -> int:
-    if data_set.id is None:
-        raise StoreError(f"the data set {data_set.name} has no id; it is not stored")
-    return data_set.id
 
 
 def _bucket(parts: tuple[Any, ...]) -> tuple[Any, ...]:
