@@ -132,9 +132,11 @@ def run(location: str, args: argparse.Namespace) -> None:
             for name, url in (("period", period), ("raw", raw)):
                 seconds, rows = timed(c, url, args.runs)
                 target = TARGETS[name]
-                print(f"{name:<7} median {seconds * 1000:8.1f} ms over {args.runs} runs, "
-                      f"{rows} rows; target {target * 1000:.0f} ms "
-                      f"({target / seconds:.2f}x of target speed)")  # fmt: skip
+                print(
+                    f"{name:<7} median {seconds * 1000:8.1f} ms over {args.runs} "
+                    f"runs, {rows} rows; target {target * 1000:.0f} ms "
+                    f"({target / seconds:.2f}x of target speed)"
+                )
     finally:
         process.terminate()
         process.wait(timeout=30)
