@@ -76,6 +76,17 @@ class Query:
         """Whether records are returned as stored (no group_by, no period)."""
         return not self.group_by and self.period is None
 
+    @property
+    def order(self) -> tuple[str | None, str]:
+        """How to order raw records: a field or None, and ASC or DESC.
+
+        None means by `_timestamp`, then `_id`.
+        """
+        if self.sort_by is None:
+            return None, "ASC"
+        key, descending = self.sort_by
+        return (None if key == "_timestamp" else key), "DESC" if descending else "ASC"
+
 
 def parse_query(items: Iterable[tuple[str, str]], now: datetime) -> Query:
     """Validate query-string pairs into a Query; `now` anchors relative windows.

@@ -35,8 +35,9 @@ def in_process(client: TestClient) -> Iterator[Client]:
 
 def _scripted(script: Script, **retry: object) -> tuple[Client, list[float]]:
     pauses: list[float] = []
+    policy = Retry(**retry)  # type: ignore[arg-type]
     made = Client("http://tallybook.test", "t", transport=script.transport(),
-                  retry=Retry(**retry), sleep=pauses.append)  # type: ignore[arg-type]  # fmt: skip
+                  retry=policy, sleep=pauses.append)  # fmt: skip
     return made, pauses
 
 

@@ -74,12 +74,10 @@ def raw(data_set_id: int, query: Query) -> Statement:
     statement = Statement()
     statement.add("SELECT body::text FROM records")
     where(statement, data_set_id, query)
-    if query.sort_by is None or query.sort_by[0] == "_timestamp":
-        direction = "DESC" if query.sort_by and query.sort_by[1] else "ASC"
+    key, direction = query.order
+    if key is None:
         statement.add(f"ORDER BY timestamp {direction}, id {direction}")
     else:
-        key, descending = query.sort_by
-        direction = "DESC" if descending else "ASC"
         statement.add(f"ORDER BY (body -> {statement.bind(key)})::jsonb {direction} "
                       "NULLS LAST, timestamp, id")  # fmt: skip
     statement.add(f"LIMIT {statement.bind(query.limit)}")

@@ -101,12 +101,10 @@ def raw(data_set_id: int, query: Query) -> Statement:
     statement = Statement()
     statement.add("SELECT body FROM records")
     where(statement, data_set_id, query)
-    if query.sort_by is None or query.sort_by[0] == "_timestamp":
-        direction = "DESC" if query.sort_by and query.sort_by[1] else "ASC"
+    key, direction = query.order
+    if key is None:
         statement.add(f"ORDER BY timestamp {direction}, id {direction}")
     else:
-        key, descending = query.sort_by
-        direction = "DESC" if descending else "ASC"
         statement.add(f"ORDER BY json_extract(body, ?) {direction} NULLS LAST, "
                       "timestamp, id", "$." + key)  # fmt: skip
     statement.add("LIMIT ?", -1 if query.limit is None else query.limit)
