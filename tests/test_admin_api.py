@@ -162,24 +162,24 @@ def test_admin_api_revoked_token_refused_at_once(admin: TestClient) -> None:
 
 def test_admin_api_expired_token_refused(admin: TestClient) -> None:
     _create(admin)
-    soon = datetime.now(UTC) + timedelta(seconds=1)
+    soon = datetime.now(UTC) + timedelta(seconds=2)
     body = {"expires_at": soon.isoformat()}
     issued = admin.post("/data-sets/g_t/tokens", json=body, headers=ADMIN)
     value = issued.json()["token"]["value"]
     assert admin.get("/data/g/t", headers=_bearer(value)).status_code == 200
-    time.sleep(1.1)
+    time.sleep(2.1)
     assert admin.get("/data/g/t", headers=_bearer(value)).status_code == 401
 
 
 def test_admin_api_rotation_keeps_old_token_for_grace(admin: TestClient) -> None:
     old = _create(admin)["token"]
-    rotated = admin.post(f"/tokens/{old['id']}/rotate", json={"grace_seconds": 1},
+    rotated = admin.post(f"/tokens/{old['id']}/rotate", json={"grace_seconds": 2},
                          headers=ADMIN).json()  # fmt: skip
     new = rotated["token"]["value"]
     assert rotated["previous"]["expires_at"] is not None
     for value in (old["value"], new):
         assert admin.get("/data/g/t", headers=_bearer(value)).status_code == 200
-    time.sleep(1.1)
+    time.sleep(2.1)
     assert admin.get("/data/g/t", headers=_bearer(old["value"])).status_code == 401
     assert admin.get("/data/g/t", headers=_bearer(new)).status_code == 200
 
