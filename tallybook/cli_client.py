@@ -8,7 +8,6 @@ server failure after retries. The flags of the original `backdrop-send`
 
 from __future__ import annotations
 
-import csv
 import dataclasses
 import json
 import os
@@ -19,7 +18,7 @@ from urllib.parse import urlsplit
 
 import click
 
-from tallybook import inputs
+from tallybook import inputs, results
 from tallybook.client import Client, DataSetClient, Retry
 from tallybook.errors import (
     ClientError,
@@ -30,6 +29,7 @@ from tallybook.errors import (
 )
 
 SENT, USAGE, INVALID, REFUSED, REJECTED, FAILED = 0, 2, 3, 4, 5, 6
+_MANY = ("group_by", "collect", "filter_by", "filter_by_prefix")
 
 
 @click.command()
@@ -88,18 +88,33 @@ def send(
 @click.option("--start-at", help="Records at or after this date-time.")
 @click.option("--end-at", help="Records before this date-time.")
 @click.option("--limit", type=int, help="At most this many records.")
+@click.option(
+    "--query",
+    "extra",
+    multiple=True,
+    metavar="KEY=VALUE",
+    help="Any other query parameter, e.g. period=week; repeatable.",
+)
 @click.option("--timeout", type=float, default=30.0, show_default=True)
 def read(url: str, format_: str, token_file: IO[str] | None, token: str | None,
-         timeout: float, **query: Any) -> None:  # fmt: skip
-    """Print the records of the data set at URL as JSON, NDJSON or CSV."""
+         extra: tuple[str, ...], timeout: float, **query: Any) -> None:  # fmt: skip
+    """Print the records (or query rows) of the data set at URL."""
     base, path = _split(url)
     value = _token(token_file, token, required=False)
+    for pair in extra:
+        key, equals, text = pair.partition("=")
+        if not equals:
+            raise click.UsageError(f"--query {pair!r} needs KEY=VALUE")
+        if key in _MANY:
+            query.setdefault(key, []).append(text)
+        else:
+            query[key] = text
     try:
         with Client(base, value, timeout=timeout) as client:
             found = client.path(path).read(**query)
     except ClientError as exc:
         raise click.ClickException(str(exc)) from exc
-    _print(found, format_)
+    _print(found, format_, query.get("group_by", []))
 
 
 def _target(url: str | None) -> str:
@@ -187,38 +202,14 @@ def _split(url: str) -> tuple[str, str]:
     return f"{parts.scheme}://{parts.netloc}", parts.path or "/"
 
 
-def _print(found: list[dict[str, Any]], format_: str) -> None:
+def _print(found: list[dict[str, Any]], format_: str, first: list[str]) -> None:
     if format_ == "json":
         click.echo(json.dumps({"data": found}, ensure_ascii=False))
     elif format_ == "ndjson":
         for record in found:
             click.echo(json.dumps(record, ensure_ascii=False))
     else:
-        _print_csv(found)
-
-
-def _print_csv(found: list[dict[str, Any]]) -> None:
-    """CSV with `_id` and the time fields first, then the rest by name.
-
-    A fixed order, as stores differ in the order they keep keys in.
-    """
-    keys = {key for record in found for key in record}
-    first = [
-        key for key in ("_id", "_timestamp", "_start_at", "_end_at") if key in keys
-    ]
-    columns = first + sorted(keys - set(first))
-    writer = csv.writer(sys.stdout, lineterminator="\n")
-    writer.writerow(columns)
-    for record in found:
-        writer.writerow([_csv_cell(record.get(column)) for column in columns])
-
-
-def _csv_cell(value: Any) -> str:
-    if value is None:
-        return ""
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    return str(value)
+        sys.stdout.write(results.to_csv(found, first))
 
 
 def _say(text: str) -> None:

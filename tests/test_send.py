@@ -214,3 +214,13 @@ def test_send_progress_shown_only_on_a_terminal(
     assert screen.getvalue() == (
         "\rsent 1,000 of 2,000 records (50%)\rsent 2,000 of 2,000 records (100%)\n"
     )
+
+
+def test_read_passes_any_query(server: LiveServer) -> None:
+    records = [{"_timestamp": DAY, "kind": k} for k in ("a", "b", "a")]
+    httpx.post(
+        server.url + PATH, json=records, headers={"Authorization": f"Bearer {ALPHA}"}
+    )
+    query = ("--query", "group_by=kind", "--query", "sort_by=_count:descending")
+    result = cli("read", server.url + PATH, "--token", ALPHA, "--format", "csv", *query)
+    assert result.output == "kind,_count\na,2\nb,1\n"
