@@ -58,8 +58,12 @@ async def load(location: str, count: int) -> str:
 
 def _record(i: int) -> dict[str, object]:
     moment = YEAR + timedelta(seconds=i * 31_536_000 // 1_000_000 % 31_536_000)
-    return {"_id": f"q{i:07d}", "_timestamp": moment.isoformat(),
-            "channel": CHANNELS[i % 5], "count": i % 97}  # fmt: skip
+    return {
+        "_id": f"q{i:07d}",
+        "_timestamp": moment.isoformat(),
+        "channel": CHANNELS[i % 5],
+        "count": i % 97,
+    }
 
 
 def timed(client: httpx.Client, url: str, runs: int) -> tuple[float, int]:
@@ -74,11 +78,20 @@ def timed(client: httpx.Client, url: str, runs: int) -> tuple[float, int]:
 
 
 def serve(location: str, port: int, log: Path) -> subprocess.Popen[bytes]:
-    command = [sys.executable, "-m", "tallybook", "serve", "--store", location,
-               "--port", str(port)]  # fmt: skip
+    command = [
+        sys.executable,
+        "-m",
+        "tallybook",
+        "serve",
+        "--store",
+        location,
+        "--port",
+        str(port),
+    ]
     env = dict(os.environ, TALLYBOOK_LOG_LEVEL="WARNING")
-    process = subprocess.Popen(command, stdout=log.open("wb"), stderr=subprocess.STDOUT,
-                               env=env)  # fmt: skip
+    process = subprocess.Popen(
+        command, stdout=log.open("wb"), stderr=subprocess.STDOUT, env=env
+    )
     for _ in range(100):
         try:
             httpx.get(f"http://127.0.0.1:{port}/_status", timeout=1)
@@ -122,8 +135,10 @@ def run(location: str, args: argparse.Namespace) -> None:
     port = 18000 + secrets.randbelow(2000)
     process = serve(location, port, Path(tempfile.mkdtemp()) / "serve.log")
     base = f"http://127.0.0.1:{port}/data/bench/query"
-    period = (f"{base}?period=week&group_by=channel&collect=count:sum"
-              "&start_at=2013-01-07T00:00:00Z&end_at=2014-01-06T00:00:00Z")  # fmt: skip
+    period = (
+        f"{base}?period=week&group_by=channel&collect=count:sum"
+        "&start_at=2013-01-07T00:00:00Z&end_at=2014-01-06T00:00:00Z"
+    )
     raw = f"{base}?start_at=2013-06-01T00:00:00Z&limit=1000"
     try:
         with httpx.Client(

@@ -298,9 +298,12 @@ async def ensure_admin_token(store: Store, value: str) -> bool:
     if await store.find_grant(hash_token(value)) is not None:
         return False
     _, token = await issue_token(
-        store, scopes=frozenset((ADMIN,)), data_set_name=None, name=ENV_ADMIN,
+        store,
+        scopes=frozenset((ADMIN,)),
+        data_set_name=None,
+        name=ENV_ADMIN,
         value=value,
-    )  # fmt: skip
+    )
     for earlier in await store.list_tokens():
         if earlier.name == ENV_ADMIN and earlier.id not in (None, token.id):
             await store.end_token(earlier.id, datetime.now(UTC), revoke=True)

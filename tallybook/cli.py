@@ -261,8 +261,17 @@ def list_tokens(data_set: str | None, as_json: bool, store: str | None) -> None:
     if as_json:
         click.echo(json.dumps(described, indent=2))
         return
-    columns = ("id", "prefix", "data_set", "scopes", "name", "created_at",
-               "expires_at", "revoked_at", "last_used_at")  # fmt: skip
+    columns = (
+        "id",
+        "prefix",
+        "data_set",
+        "scopes",
+        "name",
+        "created_at",
+        "expires_at",
+        "revoked_at",
+        "last_used_at",
+    )
     click.echo("\t".join(columns))
     for item in described:
         click.echo("\t".join(_cell(item[column]) for column in columns))

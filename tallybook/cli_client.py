@@ -37,23 +37,40 @@ _MANY = ("group_by", "collect", "filter_by", "filter_by_prefix")
 @click.argument("file", required=False, type=click.File("r", encoding="utf-8"))
 @click.option("--url", "url_option", help="The data set's URL (backdrop-send's flag).")
 @click.option(
-    "--format", "format_", type=click.Choice(inputs.FORMATS), help="Input format "
-    "[from the file's extension, else from its content]."
-)  # fmt: skip
+    "--format",
+    "format_",
+    type=click.Choice(inputs.FORMATS),
+    help="Input format [from the file's extension, else from its content].",
+)
 @click.option("--token-file", type=click.File(), help="File holding the token.")
 @click.option(
     "--token",
     help="The token. Visible to other users in the process list: prefer "
     "--token-file or TALLYBOOK_TOKEN.",
 )
-@click.option("--timeout", type=float, default=30.0, show_default=True,
-              help="Seconds to wait for each answer.")  # fmt: skip
-@click.option("--attempts", type=int, default=5, show_default=True,
-              help="Most tries of each request.")  # fmt: skip
+@click.option(
+    "--timeout",
+    type=float,
+    default=30.0,
+    show_default=True,
+    help="Seconds to wait for each answer.",
+)
+@click.option(
+    "--attempts",
+    type=int,
+    default=5,
+    show_default=True,
+    help="Most tries of each request.",
+)
 @click.option("--failfast", is_flag=True, help="Try each request once.")
 @click.option("--retry-500", is_flag=True, help="Also retry 500 answers.")
-@click.option("--chunk-size", type=int, default=1000, show_default=True,
-              help="Records per request.")  # fmt: skip
+@click.option(
+    "--chunk-size",
+    type=int,
+    default=1000,
+    show_default=True,
+    help="Records per request.",
+)
 @click.option("--dry-run", is_flag=True, help="Check the input; send nothing.")
 def send(
     url: str | None, file: IO[str] | None, url_option: str | None, **options: Any
@@ -81,8 +98,13 @@ def send(
 
 @click.command()
 @click.argument("url")
-@click.option("--format", "format_", type=click.Choice(("json", "ndjson", "csv")),
-              default="json", show_default=True)  # fmt: skip
+@click.option(
+    "--format",
+    "format_",
+    type=click.Choice(("json", "ndjson", "csv")),
+    default="json",
+    show_default=True,
+)
 @click.option("--token-file", type=click.File(), help="File holding the token.")
 @click.option("--token", help="The token (visible in the process list).")
 @click.option("--start-at", help="Records at or after this date-time.")
@@ -96,8 +118,15 @@ def send(
     help="Any other query parameter, e.g. period=week; repeatable.",
 )
 @click.option("--timeout", type=float, default=30.0, show_default=True)
-def read(url: str, format_: str, token_file: IO[str] | None, token: str | None,
-         extra: tuple[str, ...], timeout: float, **query: Any) -> None:  # fmt: skip
+def read(
+    url: str,
+    format_: str,
+    token_file: IO[str] | None,
+    token: str | None,
+    extra: tuple[str, ...],
+    timeout: float,
+    **query: Any,
+) -> None:
     """Print the records (or query rows) of the data set at URL."""
     base, path = _split(url)
     value = _token(token_file, token, required=False)
@@ -155,8 +184,13 @@ def _deliver(url: str, token: str | None, batch: inputs.Batch, options: Any) -> 
     retry = dataclasses.replace(Retry(), attempts=attempts, on_500=options["retry_500"])
     started = time.monotonic()
     progress = _Progress(len(batch.records))
-    with Client(base, token, timeout=options["timeout"], retry=retry,
-                chunk_size=options["chunk_size"]) as client:  # fmt: skip
+    with Client(
+        base,
+        token,
+        timeout=options["timeout"],
+        retry=retry,
+        chunk_size=options["chunk_size"],
+    ) as client:
         code = _post(client.path(path), batch, progress)
     progress.finish()
     if code == SENT:

@@ -137,8 +137,9 @@ def _csv(text: str) -> Batch:
         if not any(cell.strip() for cell in row):
             continue
         if len(row) != len(header):
-            problems.append(f"line {number}: has {len(row)} cells; the header has "
-                            f"{len(header)}.")  # fmt: skip
+            problems.append(
+                f"line {number}: has {len(row)} cells; the header has {len(header)}."
+            )
             continue
         found.append(
             {key: _cell(value) for key, value in zip(header, row, strict=True)}

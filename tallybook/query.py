@@ -16,8 +16,17 @@ from tallybook import periods, timestamps
 from tallybook.errors import InvalidRequest, Problem
 
 MANY = ("group_by", "collect", "filter_by", "filter_by_prefix")
-ONCE = ("start_at", "end_at", "duration", "period", "sort_by", "limit", "flatten",
-        "inclusive", "format")  # fmt: skip
+ONCE = (
+    "start_at",
+    "end_at",
+    "duration",
+    "period",
+    "sort_by",
+    "limit",
+    "flatten",
+    "inclusive",
+    "format",
+)
 METHODS = ("sum", "count", "mean", "set")
 FORMATS = ("json", "csv")
 _FIELD = re.compile(r"[A-Za-z_][A-Za-z0-9_]*", re.ASCII)
@@ -99,8 +108,11 @@ def parse_query(items: Iterable[tuple[str, str]], now: datetime) -> Query:
     parsed = _Parser(values, problems)
     query = parsed.query(now)
     if problems:
-        message = problems[0].message if len(problems) == 1 else (
-            f"{len(problems)} problems in the query.")  # fmt: skip
+        message = (
+            problems[0].message
+            if len(problems) == 1
+            else (f"{len(problems)} problems in the query.")
+        )
         raise InvalidRequest(message, problems)
     assert query is not None
     return query
@@ -148,19 +160,31 @@ class _Parser:
         sort_by = self.sort_by(period, group_by)
         limit = self.whole("limit", zero_allowed=True)
         if limit is not None and period and not group_by:
-            self.bad("limit", "limit needs group_by when there is a period: a period "
-                     "query always returns every period of its window.")  # fmt: skip
+            self.bad(
+                "limit",
+                "limit needs group_by when there is a period: a period "
+                "query always returns every period of its window.",
+            )
         inclusive = self.flag("inclusive")
         if inclusive and start is None and end is None:
             self.bad("inclusive", "inclusive needs start_at or end_at.")
         if self.problems:
             return None
         return Query(
-            start=start, end=end, window=window, inclusive=inclusive, period=period,
-            group_by=group_by, collect=collect, filters=self.pairs("filter_by"),
-            prefixes=self.pairs("filter_by_prefix"), sort_by=sort_by,
-            limit=limit or None, flatten=self.flag("flatten"), format=self.format(),
-        )  # fmt: skip
+            start=start,
+            end=end,
+            window=window,
+            inclusive=inclusive,
+            period=period,
+            group_by=group_by,
+            collect=collect,
+            filters=self.pairs("filter_by"),
+            prefixes=self.pairs("filter_by_prefix"),
+            sort_by=sort_by,
+            limit=limit or None,
+            flatten=self.flag("flatten"),
+            format=self.format(),
+        )
 
     def moment(self, name: str) -> datetime | None:
         text = self.one(name)
@@ -169,15 +193,20 @@ class _Parser:
         try:
             return timestamps.parse(text, offset_required=True)
         except timestamps.TimestampError as exc:
-            self.bad(name, f"{name} {text[:60]!r} {exc}; use e.g. {timestamps.EXAMPLE} "
-                     "(send a '+' offset as %2B).")  # fmt: skip
+            self.bad(
+                name,
+                f"{name} {text[:60]!r} {exc}; use e.g. {timestamps.EXAMPLE} "
+                "(send a '+' offset as %2B).",
+            )
             return None
 
     def period(self) -> str | None:
         text = self.one("period")
         if text is not None and text not in periods.PERIODS:
-            self.bad("period", f"period {text[:40]!r} is not one of "
-                     f"{', '.join(periods.PERIODS)}.")  # fmt: skip
+            self.bad(
+                "period",
+                f"period {text[:40]!r} is not one of {', '.join(periods.PERIODS)}.",
+            )
             return None
         return text
 
@@ -186,8 +215,9 @@ class _Parser:
         if text is None:
             return None
         if not (text.isascii() and text.isdigit() and len(text) <= 9):
-            self.bad(name, f"{name} {text[:40]!r} is not a whole number; use e.g. "
-                     f"{name}=10.")  # fmt: skip
+            self.bad(
+                name, f"{name} {text[:40]!r} is not a whole number; use e.g. {name}=10."
+            )
             return None
         if int(text) == 0 and not zero_allowed:
             self.bad(name, f"{name} must be 1 or more.")
@@ -208,8 +238,11 @@ class _Parser:
 
     def field(self, parameter: str, name: str, *, internal: bool) -> bool:
         if not _FIELD.fullmatch(name):
-            self.bad(parameter, f"{parameter} names {name[:60]!r}, which is not a "
-                     "field name (letters, digits and '_').")  # fmt: skip
+            self.bad(
+                parameter,
+                f"{parameter} names {name[:60]!r}, which is not a "
+                "field name (letters, digits and '_').",
+            )
             return False
         if not internal and name.startswith("_"):
             self.bad(parameter, f"{parameter} cannot use the internal field {name!r}.")
@@ -228,8 +261,11 @@ class _Parser:
         for text in self.values.get("collect", []):
             field, _, method = text.partition(":")
             if method and method not in METHODS:
-                self.bad("collect", f"collect {text[:60]!r}: the method must be one "
-                         f"of {', '.join(METHODS)}.")  # fmt: skip
+                self.bad(
+                    "collect",
+                    f"collect {text[:60]!r}: the method must be one "
+                    f"of {', '.join(METHODS)}.",
+                )
             elif self.field("collect", field, internal=False):
                 if field in group_by:
                     self.bad("collect", f"collect {field!r} is also a group_by field.")
@@ -243,8 +279,11 @@ class _Parser:
         for text in self.values.get(name, []):
             field, colon, value = text.partition(":")
             if not colon:
-                self.bad(name, f"{name} {text[:60]!r} needs a field and a value "
-                         "separated by ':', e.g. authority:Westminster.")  # fmt: skip
+                self.bad(
+                    name,
+                    f"{name} {text[:60]!r} needs a field and a value "
+                    "separated by ':', e.g. authority:Westminster.",
+                )
             elif self.field(name, field, internal=True):
                 found.append((field, value))
         return tuple(found)
@@ -257,12 +296,17 @@ class _Parser:
             return None
         key, _, direction = text.rpartition(":")
         if direction not in ("ascending", "descending") or not key:
-            self.bad("sort_by", f"sort_by {text[:60]!r} must be field:ascending or "
-                     "field:descending.")  # fmt: skip
+            self.bad(
+                "sort_by",
+                f"sort_by {text[:60]!r} must be field:ascending or field:descending.",
+            )
             return None
         if period and not group_by:
-            self.bad("sort_by", "sort_by needs group_by when there is a period: "
-                     "periods are always in time order.")  # fmt: skip
+            self.bad(
+                "sort_by",
+                "sort_by needs group_by when there is a period: "
+                "periods are always in time order.",
+            )
             return None
         return key, direction == "descending"
 
@@ -279,8 +323,10 @@ class _Parser:
         if period is None:
             return None, start, end
         if start is None or end is None:
-            self.bad("period", "a period query needs both start_at and end_at, or "
-                     "a duration.")  # fmt: skip
+            self.bad(
+                "period",
+                "a period query needs both start_at and end_at, or a duration.",
+            )
             return None, start, end
         if end < start:
             self.bad("end_at", "end_at is before start_at.")

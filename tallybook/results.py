@@ -56,8 +56,10 @@ def _check_numbers(query: Query, buckets: list[Bucket]) -> None:
         if collect.method not in ("sum", "mean"):
             continue
         if any(bucket.non_numbers[index] for bucket in buckets):
-            message = (f"collect {collect.key}: {collect.field} holds values that are "
-                       f"not numbers; use {collect.field}:set or :count.")  # fmt: skip
+            message = (
+                f"collect {collect.key}: {collect.field} holds values that are "
+                f"not numbers; use {collect.field}:set or :count."
+            )
             raise InvalidRequest(message, [Problem(message, field="collect")])
 
 
@@ -103,9 +105,14 @@ def _flat(
     query: Query, groups: list[Row], by_group: dict[Any, list[Bucket]]
 ) -> list[Row]:
     """One row per group and period: periods in time order, groups within."""
-    columns = [_period_rows(query, by_group.get(_key_of(query, row), []),
-                            tuple((f, row[f]) for f in query.group_by))
-               for row in groups]  # fmt: skip
+    columns = [
+        _period_rows(
+            query,
+            by_group.get(_key_of(query, row), []),
+            tuple((f, row[f]) for f in query.group_by),
+        )
+        for row in groups
+    ]
     return [row for at_time in zip(*columns, strict=True) for row in at_time]
 
 
@@ -191,11 +198,12 @@ def to_csv(rows: list[Row], first: Iterable[str] = ()) -> str:
     Nested `values` are flattened into one line per period; lists are written
     as JSON, booleans as true/false, null as an empty cell.
     """
-    flat = [dict(row, **value) for row in rows for value in row.pop("values")] if (
-        rows and "values" in rows[0]) else rows  # fmt: skip
+    first = list(first)
+    flat = _unnested(rows, first)
     keys = {key for row in flat for key in row}
-    leading = [k for k in (*first, "_id", "_timestamp", "_start_at", "_end_at")
-               if k in keys]  # fmt: skip
+    leading = [
+        k for k in (*first, "_id", "_timestamp", "_start_at", "_end_at") if k in keys
+    ]
     columns = list(dict.fromkeys(leading)) + sorted(keys - set(leading))
     out = io.StringIO()
     writer = csv.writer(out, lineterminator="\n")
@@ -203,6 +211,17 @@ def to_csv(rows: list[Row], first: Iterable[str] = ()) -> str:
     for row in flat:
         writer.writerow([cell(row.get(column)) for column in columns])
     return out.getvalue()
+
+
+def _unnested(rows: list[Row], groups: list[str]) -> list[Row]:
+    """Nested rows as one row per group and period; other rows as they are."""
+    if not rows or "values" not in rows[0]:
+        return rows
+    return [
+        {**{field: row[field] for field in groups}, **value}
+        for row in rows
+        for value in row["values"]
+    ]
 
 
 def cell(value: Any) -> str:

@@ -260,3 +260,14 @@ def test_query_refused(data: TestClient, query: str, field: str) -> None:
 def test_query_mean_of_nothing_is_null(data: TestClient) -> None:
     rows = _get(data, "group_by=kind&collect=missing:mean&collect=missing:sum")
     assert rows[0]["missing:mean"] is None and rows[0]["missing:sum"] is None
+
+
+def test_query_csv_of_nested_rows_has_a_line_per_period(data: TestClient) -> None:
+    query = f"group_by=authority&period=week&{WINDOW}&format=csv"
+    lines = data.get(f"{PATH}?{query}", headers=READ).text.splitlines()
+    assert lines[0] == "authority,_start_at,_end_at,_count"
+    assert lines[1:3] == [
+        "Camden,2013-03-11T00:00:00+00:00,2013-03-18T00:00:00+00:00,1",
+        "Camden,2013-03-18T00:00:00+00:00,2013-03-25T00:00:00+00:00,0",
+    ]
+    assert len(lines) == 7

@@ -81,12 +81,12 @@ def _read_operation(summary: str, parameters: list[Any]) -> dict[str, Any]:
         _list_param("filter_by", "field:value; records must equal it (ANDed)."),
         _list_param("filter_by_prefix", "field:prefix; text must start with it."),
         _query_param("sort_by", "field:ascending or field:descending."),
-        _query_param("limit", "At most this many rows or groups; 0 for all.",
-                     "integer"),
-        _query_param("flatten", "true: flat rows instead of nested values.",
-                     "boolean"),
+        _query_param(
+            "limit", "At most this many rows or groups; 0 for all.", "integer"
+        ),
+        _query_param("flatten", "true: flat rows instead of nested values.", "boolean"),
         _query_param("format", "json (the default) or csv."),
-    ]  # fmt: skip
+    ]
     records = {"type": "array", "items": _ref("Record")}
     data = {"type": "object", "properties": {"data": records}, "required": ["data"]}
     return {
@@ -125,36 +125,53 @@ def _admin_paths() -> dict[str, Any]:
     return {
         "/data-sets": {
             "get": _admin("List data sets", [], None, 200, "DataSetList"),
-            "post": _admin("Create a data set and its first token", [],
-                           _ref("NewDataSet"), 201, "CreatedDataSet"),
+            "post": _admin(
+                "Create a data set and its first token",
+                [],
+                _ref("NewDataSet"),
+                201,
+                "CreatedDataSet",
+            ),
         },
         "/data-sets/{name}": {
             "get": _admin("Show a data set", name, None, 200, "DataSetAnswer"),
             "patch": _admin("Change settings", name, settings, 200, "DataSetAnswer"),
-            "delete": _admin("Delete a data set, its records and tokens", name, None,
-                             200, "Done"),
+            "delete": _admin(
+                "Delete a data set, its records and tokens", name, None, 200, "Done"
+            ),
         },
         "/data-sets/{name}/empty": {
             "post": _admin("Remove every record", name, None, 200, "Done"),
         },
         "/data-sets/{name}/tokens": {
             "get": _admin("List a data set's tokens", name, None, 200, "TokenList"),
-            "post": _admin("Issue or import a token", name, token_in, 201,
-                           "TokenAnswer"),
+            "post": _admin(
+                "Issue or import a token", name, token_in, 201, "TokenAnswer"
+            ),
         },
         "/tokens": {
-            "get": _admin("List tokens", [_query_param("data_set", "Only this data "
-                          "set's tokens.")], None, 200, "TokenList"),
+            "get": _admin(
+                "List tokens",
+                [_query_param("data_set", "Only this data set's tokens.")],
+                None,
+                200,
+                "TokenList",
+            ),
             "post": _admin("Issue or import a token", [], token_in, 201, "TokenAnswer"),
         },
         "/tokens/{token_id}": {
             "delete": _admin("Revoke a token now", token_id, None, 200, "TokenAnswer"),
         },
         "/tokens/{token_id}/rotate": {
-            "post": _admin("Issue a successor; the old one works for a grace period",
-                           token_id, _ref("Rotation"), 201, "Rotated"),
+            "post": _admin(
+                "Issue a successor; the old one works for a grace period",
+                token_id,
+                _ref("Rotation"),
+                201,
+                "Rotated",
+            ),
         },
-    }  # fmt: skip
+    }
 
 
 def _admin(
@@ -176,20 +193,34 @@ def _admin(
 
 
 def _system_paths() -> dict[str, Any]:
-    status = {"type": "object", "properties": {"status": {"type": "string"},
-              "message": {"type": "string"}}}  # fmt: skip
+    status = {
+        "type": "object",
+        "properties": {"status": {"type": "string"}, "message": {"type": "string"}},
+    }
     metrics = {"text/plain": {"schema": {"type": "string"}}}
     return {
         "/_status": {"get": _system("Liveness", _json("The process answers", status))},
-        "/_status/ready": {"get": _system("Readiness", _json("The store answers",
-                           status), 503)},
-        "/_status/data-sets": {"get": _system("Data sets out of date", _json(
-            "Freshness, in the original service's shape", _ref("Freshness")))},
-        "/metrics": {"get": _system("Prometheus metrics", {
-            "description": "The text exposition format", "content": metrics})},
-        "/openapi.json": {"get": _system("This document", _json(
-            "The OpenAPI document", {"type": "object"}))},
-    }  # fmt: skip
+        "/_status/ready": {
+            "get": _system("Readiness", _json("The store answers", status), 503)
+        },
+        "/_status/data-sets": {
+            "get": _system(
+                "Data sets out of date",
+                _json("Freshness, in the original service's shape", _ref("Freshness")),
+            )
+        },
+        "/metrics": {
+            "get": _system(
+                "Prometheus metrics",
+                {"description": "The text exposition format", "content": metrics},
+            )
+        },
+        "/openapi.json": {
+            "get": _system(
+                "This document", _json("The OpenAPI document", {"type": "object"})
+            )
+        },
+    }
 
 
 def _system(summary: str, answer: dict[str, Any], *errors: int) -> dict[str, Any]:
@@ -248,59 +279,109 @@ def _schemas() -> dict[str, Any]:
         "schema": {"type": ["object", "null"]},
     }
     token = {
-        "id": {"type": "integer"}, "prefix": text, "data_set": {"type": ["string",
-        "null"]}, "scopes": texts, "name": text, "created_at": moment,
-        "expires_at": moment, "revoked_at": moment, "last_used_at": moment,
+        "id": {"type": "integer"},
+        "prefix": text,
+        "data_set": {"type": ["string", "null"]},
+        "scopes": texts,
+        "name": text,
+        "created_at": moment,
+        "expires_at": moment,
+        "revoked_at": moment,
+        "last_used_at": moment,
         "value": {"type": "string", "description": "Only when issued: shown once."},
-    }  # fmt: skip
+    }
     data_set = {"name": text, "group": text, "type": text, **settings}
     return {
         "Record": {
             "type": "object",
             "required": ["_timestamp"],
-            "properties": {"_timestamp": {"type": "string", "format": "date-time"},
-                           "_id": text, "_start_at": text, "_end_at": text},
+            "properties": {
+                "_timestamp": {"type": "string", "format": "date-time"},
+                "_id": text,
+                "_start_at": text,
+                "_end_at": text,
+            },
             "additionalProperties": {"type": ["string", "number", "boolean", "null"]},
         },
         "Error": {
             "type": "object",
             "required": ["status", "message", "messages", "errors"],
             "properties": {
-                "status": {"const": "error"}, "message": text, "messages": texts,
-                "errors": {"type": "array", "items": {"type": "object", "properties": {
-                    "index": {"type": ["integer", "null"]},
-                    "field": {"type": ["string", "null"]}, "message": text}}},
+                "status": {"const": "error"},
+                "message": text,
+                "messages": texts,
+                "errors": {
+                    "type": "array",
+                    "items": {
+                        "type": "object",
+                        "properties": {
+                            "index": {"type": ["integer", "null"]},
+                            "field": {"type": ["string", "null"]},
+                            "message": text,
+                        },
+                    },
+                },
                 "request_id": text,
             },
         },
-        "DataSetSettings": {"type": "object", "properties": settings,
-                            "additionalProperties": False},
-        "NewDataSet": {"type": "object", "required": ["group", "type"],
-                       "properties": {"group": text, "type": text, **settings},
-                       "additionalProperties": False},
+        "DataSetSettings": {
+            "type": "object",
+            "properties": settings,
+            "additionalProperties": False,
+        },
+        "NewDataSet": {
+            "type": "object",
+            "required": ["group", "type"],
+            "properties": {"group": text, "type": text, **settings},
+            "additionalProperties": False,
+        },
         "DataSet": {"type": "object", "properties": data_set},
         "DataSetAnswer": _wrap("data_set", "DataSet"),
-        "DataSetList": {"type": "object", "properties": {"data_sets": {
-            "type": "array", "items": _ref("DataSet")}}},
+        "DataSetList": {
+            "type": "object",
+            "properties": {"data_sets": {"type": "array", "items": _ref("DataSet")}},
+        },
         "Token": {"type": "object", "properties": token},
         "TokenAnswer": _wrap("token", "Token"),
-        "TokenList": {"type": "object", "properties": {"tokens": {
-            "type": "array", "items": _ref("Token")}}},
-        "CreatedDataSet": {"type": "object", "properties": {
-            "data_set": _ref("DataSet"), "token": _ref("Token")}},
-        "TokenRequest": {"type": "object", "properties": {
-            "scopes": {"type": "array", "items": {"enum": ["read", "write", "admin"]}},
-            "name": text, "expires_at": moment, "data_set": text,
-            "value": {"type": "string", "description": "Import this value."}}},
-        "Rotation": {"type": "object", "properties": {
-            "grace_seconds": {"type": "integer", "minimum": 0}}},
-        "Rotated": {"type": "object", "properties": {
-            "token": _ref("Token"), "previous": _ref("Token")}},
+        "TokenList": {
+            "type": "object",
+            "properties": {"tokens": {"type": "array", "items": _ref("Token")}},
+        },
+        "CreatedDataSet": {
+            "type": "object",
+            "properties": {"data_set": _ref("DataSet"), "token": _ref("Token")},
+        },
+        "TokenRequest": {
+            "type": "object",
+            "properties": {
+                "scopes": {
+                    "type": "array",
+                    "items": {"enum": ["read", "write", "admin"]},
+                },
+                "name": text,
+                "expires_at": moment,
+                "data_set": text,
+                "value": {"type": "string", "description": "Import this value."},
+            },
+        },
+        "Rotation": {
+            "type": "object",
+            "properties": {"grace_seconds": {"type": "integer", "minimum": 0}},
+        },
+        "Rotated": {
+            "type": "object",
+            "properties": {"token": _ref("Token"), "previous": _ref("Token")},
+        },
         "Done": {"type": "object", "properties": {"status": text, "message": text}},
-        "Freshness": {"type": "object", "properties": {
-            "status": {"enum": ["ok", "not okay"]}, "message": text,
-            "data_sets": {"type": ["array", "null"], "items": {"type": "object"}}}},
-    }  # fmt: skip
+        "Freshness": {
+            "type": "object",
+            "properties": {
+                "status": {"enum": ["ok", "not okay"]},
+                "message": text,
+                "data_sets": {"type": ["array", "null"], "items": {"type": "object"}},
+            },
+        },
+    }
 
 
 def _wrap(key: str, name: str) -> dict[str, Any]:

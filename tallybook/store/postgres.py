@@ -266,8 +266,16 @@ class PostgresStore(Store):
             group, start, count, collected, non_numbers, numbers = (
                 postgres_query.read_row(row, query)
             )
-            buckets.append(Bucket(group, start, count, tuple(collected),
-                                  tuple(non_numbers), tuple(numbers)))  # fmt: skip
+            buckets.append(
+                Bucket(
+                    group,
+                    start,
+                    count,
+                    tuple(collected),
+                    tuple(non_numbers),
+                    tuple(numbers),
+                )
+            )
         return buckets
 
     def _live_pool(self) -> asyncpg.Pool:

@@ -49,13 +49,17 @@ def where(statement: Statement, data_set_id: int, query: Query) -> None:
         statement.add(f"AND timestamp {operator} {statement.bind(query.end)}")
     for field, value in query.filters:
         choices = [json.dumps(value), *_typed(value)]
-        statement.add(f"AND (body -> {statement.bind(field)})::jsonb = ANY("
-                      f"{statement.bind(choices)}::jsonb[])")  # fmt: skip
+        statement.add(
+            f"AND (body -> {statement.bind(field)})::jsonb = ANY("
+            f"{statement.bind(choices)}::jsonb[])"
+        )
     for field, prefix in query.prefixes:
         name = statement.bind(field)
         length, bound = statement.bind(len(prefix)), statement.bind(prefix)
-        statement.add(f"AND json_typeof(body -> {name}) = 'string' AND "
-                      f"left(body ->> {name}, {length}) = {bound}")  # fmt: skip
+        statement.add(
+            f"AND json_typeof(body -> {name}) = 'string' AND "
+            f"left(body ->> {name}, {length}) = {bound}"
+        )
 
 
 def _typed(text: str) -> list[str]:
@@ -78,8 +82,10 @@ def raw(data_set_id: int, query: Query) -> Statement:
     if key is None:
         statement.add(f"ORDER BY timestamp {direction}, id {direction}")
     else:
-        statement.add(f"ORDER BY (body -> {statement.bind(key)})::jsonb {direction} "
-                      "NULLS LAST, timestamp, id")  # fmt: skip
+        statement.add(
+            f"ORDER BY (body -> {statement.bind(key)})::jsonb {direction} "
+            "NULLS LAST, timestamp, id"
+        )
     statement.add(f"LIMIT {statement.bind(query.limit)}")
     return statement
 
@@ -132,8 +138,14 @@ def read_row(row: Any, query: Query) -> Parts:
     start = None if row[width] is None else row[width].replace(tzinfo=UTC)
     rest = list(row)[width + 2 :]
     collected = [_value(rest[3 * i], c) for i, c in enumerate(query.collect)]
-    return (group, start, int(row[width + 1]), collected, list(rest[1::3]),
-            list(rest[2::3]))  # fmt: skip
+    return (
+        group,
+        start,
+        int(row[width + 1]),
+        collected,
+        list(rest[1::3]),
+        list(rest[2::3]),
+    )
 
 
 def _value(value: Any, collect: Collect) -> Any:

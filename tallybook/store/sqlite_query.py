@@ -68,8 +68,11 @@ def where(statement: Statement, data_set_id: int, query: Query) -> None:
         statement.add(
             "AND json_type(body, ?) = 'text' "
             "AND substr(json_extract(body, ?), 1, ?) = ?",
-            path, path, len(prefix), prefix,
-        )  # fmt: skip
+            path,
+            path,
+            len(prefix),
+            prefix,
+        )
 
 
 def _equals(statement: Statement, field: str, value: str) -> None:
@@ -80,9 +83,16 @@ def _equals(statement: Statement, field: str, value: str) -> None:
         "WHEN 'integer' THEN json_extract(body, ?) = ? WHEN 'real' THEN "
         "json_extract(body, ?) = ? WHEN 'true' THEN ? WHEN 'false' THEN ? "
         "ELSE 0 END",
-        path, path, value, path, number, path, number,
-        value == "true", value == "false",
-    )  # fmt: skip
+        path,
+        path,
+        value,
+        path,
+        number,
+        path,
+        number,
+        value == "true",
+        value == "false",
+    )
 
 
 def _number(text: str) -> int | float | None:
@@ -105,8 +115,10 @@ def raw(data_set_id: int, query: Query) -> Statement:
     if key is None:
         statement.add(f"ORDER BY timestamp {direction}, id {direction}")
     else:
-        statement.add(f"ORDER BY json_extract(body, ?) {direction} NULLS LAST, "
-                      "timestamp, id", "$." + key)  # fmt: skip
+        statement.add(
+            f"ORDER BY json_extract(body, ?) {direction} NULLS LAST, timestamp, id",
+            "$." + key,
+        )
     statement.add("LIMIT ?", -1 if query.limit is None else query.limit)
     return statement
 
@@ -121,12 +133,17 @@ def aggregate(data_set_id: int, query: Query, by_period: bool) -> Statement:
     inner = Statement()
     groups = [f"body -> ? AS g{n}" for n in range(len(query.group_by))]
     bucket = _BUCKETS[query.period] if by_period and query.period else "NULL"
-    inner.add(f"SELECT {', '.join([*groups, f'{bucket} AS b']) }",
-              *("$." + field for field in query.group_by))  # fmt: skip
+    inner.add(
+        f"SELECT {', '.join([*groups, f'{bucket} AS b'])}",
+        *("$." + field for field in query.group_by),
+    )
     for n, collect in enumerate(query.collect):
         value = "body -> ?" if collect.method == "set" else "json_extract(body, ?)"
-        inner.add(f", json_type(body, ?) AS t{n}, {value} AS v{n}",
-                  "$." + collect.field, "$." + collect.field)  # fmt: skip
+        inner.add(
+            f", json_type(body, ?) AS t{n}, {value} AS v{n}",
+            "$." + collect.field,
+            "$." + collect.field,
+        )
     inner.add("FROM records")
     where(inner, data_set_id, query)
 
@@ -156,8 +173,10 @@ def _collected(n: int, method: str) -> str:
         value = f"count(CASE WHEN t{n} != 'null' THEN 1 END)"
     else:
         value = f"json_group_array(DISTINCT json(v{n})) FILTER (WHERE t{n} != 'null')"
-    return (f", {value}, count(CASE WHEN NOT {numeric} AND t{n} != 'null' THEN 1 END)"
-            f", count(CASE WHEN {numeric} THEN 1 END)")  # fmt: skip
+    return (
+        f", {value}, count(CASE WHEN NOT {numeric} AND t{n} != 'null' THEN 1 END)"
+        f", count(CASE WHEN {numeric} THEN 1 END)"
+    )
 
 
 Parts = tuple[tuple[Any, ...], datetime | None, int, list[Any], list[int], list[int]]
@@ -169,10 +188,18 @@ def read_row(row: tuple[Any, ...], query: Query) -> Parts:
     group = tuple(json.loads(v) for v in row[: len(query.group_by)])
     start = None if row[width] is None else _bucket(row[width])
     rest = row[width + 2 :]
-    collected = [_set(rest[3 * i]) if c.method == "set" else rest[3 * i]
-                 for i, c in enumerate(query.collect)]  # fmt: skip
-    return (group, start, int(row[width + 1]), collected, list(rest[1::3]),
-            list(rest[2::3]))  # fmt: skip
+    collected = [
+        _set(rest[3 * i]) if c.method == "set" else rest[3 * i]
+        for i, c in enumerate(query.collect)
+    ]
+    return (
+        group,
+        start,
+        int(row[width + 1]),
+        collected,
+        list(rest[1::3]),
+        list(rest[2::3]),
+    )
 
 
 def _set(text: str | None) -> list[Any]:
