@@ -162,9 +162,13 @@ class Client:
         headers: dict[str, str],
         params: Mapping[str, Any] | None,
     ) -> httpx.Response:
+        # Built once and sent as it is on every try: a retry sends it whole.
+        request = self._http.build_request(
+            method, path, content=body, headers=headers, params=params
+        )
         started = time.monotonic()
         for attempt in range(1, self.retry.attempts + 1):
-            answer, failure = self._attempt(method, path, body, headers, params)
+            answer, failure = self._attempt(request)
             if answer is not None and not self.retry.retries(answer.status_code):
                 return _checked(answer)
             pause = self.retry.pause(attempt, _retry_after(answer))
@@ -177,21 +181,12 @@ class Client:
         raise ConnectionFailed(f"no answer from {self._http.base_url}: {failure}")
 
     def _attempt(
-        self,
-        method: str,
-        path: str,
-        body: bytes | None,
-        headers: dict[str, str],
-        params: Mapping[str, Any] | None,
+        self, request: httpx.Request
     ) -> tuple[httpx.Response | None, Exception | None]:
-        # The body is the same bytes object every time: a retry sends it whole.
         try:
-            answer = self._http.request(
-                method, path, content=body, headers=headers, params=params
-            )
+            return self._http.send(request), None
         except httpx.TransportError as exc:
             return None, exc
-        return answer, None
 
 
 class DataSetClient:
