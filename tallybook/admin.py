@@ -29,6 +29,7 @@ from tallybook.datasets import (
 )
 from tallybook.errors import TokenNotFound
 from tallybook.store import Store
+from tallybook.summaries import Summary
 
 SHORT_TOKEN = 32
 ENV_ADMIN = "TALLYBOOK_ADMIN_TOKEN"
@@ -37,7 +38,15 @@ _SURROGATE = re.compile("[\ud800-\udfff]")
 # A token travels in a header: visible ASCII, no spaces (RFC 6750 s2.1 is
 # stricter still; imported values from older services may use more).
 _TOKEN_TEXT = re.compile(r"[\x21-\x7e]+", re.ASCII)
-SETTINGS = ("description", "schema", "auto_ids", "max_age_expected", "public")
+SETTINGS = (
+    "description",
+    "schema",
+    "auto_ids",
+    "max_age_expected",
+    "public",
+    "summary",
+)
+SUMMARY_FIELDS = 10  # at most, in each list of a summary
 _FIELD = re.compile(r"[A-Za-z_][A-Za-z0-9_]*", re.ASCII)
 
 
@@ -161,12 +170,48 @@ def _public(value: Any) -> bool:
     return bool(value)
 
 
+def _summary(value: Any) -> Summary | None:
+    """A summary from `{"group_by": [...], "collect": [...]}` or `a,b:c,d`."""
+    if value is None:
+        return None
+    if isinstance(value, str):
+        group_by, _, collect = value.partition(":")
+        value = {"group_by": group_by.split(","), "collect": collect.split(",")}
+    if not isinstance(value, dict) or set(value) - {"group_by", "collect"}:
+        raise SettingsError(
+            'summary must be {"group_by": [fields], "collect": [fields]}, or null.'
+        )
+    lists = [_summary_fields(name, value.get(name, [])) for name in SUMMARY_LISTS]
+    return Summary(*lists)
+
+
+SUMMARY_LISTS = ("group_by", "collect")
+
+
+def _summary_fields(name: str, fields: Any) -> tuple[str, ...]:
+    if not isinstance(fields, list) or not all(isinstance(f, str) for f in fields):
+        raise SettingsError(f"summary {name} must be a list of field names.")
+    cleaned = tuple(dict.fromkeys(f.strip() for f in fields if f.strip()))
+    bad = [f for f in cleaned if not _FIELD.fullmatch(f) or f.startswith("_")]
+    if bad:
+        raise SettingsError(
+            f"summary {name} field {bad[0][:60]!r} is not a field name, or is "
+            "internal (starts with '_')."
+        )
+    if len(cleaned) > SUMMARY_FIELDS:
+        raise SettingsError(
+            f"summary {name} names {len(cleaned)} fields; at most {SUMMARY_FIELDS}."
+        )
+    return cleaned
+
+
 _CHECKS: dict[str, Any] = {
     "description": _description,
     "schema": _schema,
     "auto_ids": _auto_ids,
     "max_age_expected": _max_age,
     "public": _public,
+    "summary": _summary,
 }
 
 
@@ -321,6 +366,7 @@ def describe_data_set(data_set: DataSet) -> dict[str, Any]:
         "auto_ids": list(data_set.auto_ids),
         "max_age_expected": data_set.max_age_expected,
         "schema": data_set.schema,
+        "summary": None if data_set.summary is None else data_set.summary.describe(),
     }
 
 

@@ -31,6 +31,10 @@ _STORE_HELP = (
     "default tallybook.db]."
 )
 store_option = click.option("--store", help=_STORE_HELP)
+_SUMMARY_HELP = (
+    "Keep per-hour totals for fast aggregates: fields to group by, ':', "
+    "fields to collect, e.g. channel,region:count."
+)
 
 
 @click.group()
@@ -100,6 +104,7 @@ def datasets() -> None:
 @click.option("--description", help="Free text for people.")
 @click.option("--schema", type=click.File(), help="JSON Schema file for each record.")
 @click.option("--max-age-expected", type=int, help="Seconds before it counts as stale.")
+@click.option("--summary", help=_SUMMARY_HELP)
 @store_option
 def create_data_set(
     group: str, type: str, token_value: str | None, store: str | None, **given: Any
@@ -152,16 +157,15 @@ def show_data_set(name: str, store: str | None) -> None:
 @click.option("--no-schema", is_flag=True, help="Remove the schema.")
 @click.option("--max-age-expected", type=int, help="Seconds before it counts as stale.")
 @click.option("--no-max-age", is_flag=True, help="Never count it as stale.")
+@click.option("--summary", help=_SUMMARY_HELP)
+@click.option("--no-summary", is_flag=True, help="Drop the summary.")
 @store_option
-def update_data_set(
-    name: str, no_schema: bool, no_max_age: bool, store: str | None, **given: Any
-) -> None:
+def update_data_set(name: str, store: str | None, **given: Any) -> None:
     """Change some settings of a data set; print them all."""
     changes = _given(given)
-    if no_schema:
-        changes["schema"] = None
-    if no_max_age:
-        changes["max_age_expected"] = None
+    for flag, setting in _REMOVALS.items():
+        if changes.pop(flag, False):
+            changes[setting] = None
 
     async def update(s: Store) -> DataSet:
         found = await _find(s, name)
@@ -330,6 +334,13 @@ def _issue(
             value=value,
         ),
     )
+
+
+_REMOVALS = {
+    "no_schema": "schema",
+    "no_max_age": "max_age_expected",
+    "no_summary": "summary",
+}
 
 
 def _given(options: dict[str, Any]) -> dict[str, Any]:

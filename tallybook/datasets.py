@@ -9,6 +9,8 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
+from tallybook.summaries import Summary
+
 _SEGMENT = re.compile(r"[a-z0-9][a-z0-9-]*", re.ASCII)
 NAME_PATTERN = "[a-z0-9][a-z0-9_]*_[a-z0-9_]*"
 _TOKEN_PREFIX = "tb_"
@@ -34,6 +36,7 @@ class DataSet:
         description: free text for people.
         max_age_expected: seconds after which the data set counts as stale.
         schema: a JSON Schema each record must match, if any.
+        summary: the fields per-hour totals are kept for, if any.
         id: the store's key for it, once stored.
     """
 
@@ -44,6 +47,7 @@ class DataSet:
     description: str = ""
     max_age_expected: int | None = None
     schema: dict[str, Any] | None = field(default=None, hash=False)
+    summary: Summary | None = None
     id: int | None = field(default=None, compare=False)
 
     @property

@@ -69,6 +69,7 @@ def test_admin_api_creates_data_set_with_working_token(admin: TestClient) -> Non
     assert created["data_set"] == {
         "name": "g_t", "group": "g", "type": "t", "description": "d",
         "public": False, "auto_ids": ["n"], "max_age_expected": 60, "schema": None,
+        "summary": None,
     }  # fmt: skip
     assert (token["scopes"], token["data_set"]) == (["read", "write"], "g_t")
     assert token["value"].startswith(token["prefix"])
@@ -104,6 +105,18 @@ def test_admin_api_refuses_bad_schema(admin: TestClient) -> None:
                          headers=ADMIN)  # fmt: skip
     assert answer.status_code == 400
     assert answer.json()["message"].startswith("schema is not a valid JSON Schema")
+
+
+def test_admin_api_sets_and_refuses_summaries(admin: TestClient) -> None:
+    summary = {"group_by": ["channel"], "collect": ["count"]}
+    created = _create(admin, summary=summary)
+    assert created["data_set"]["summary"] == summary
+    for bad in ({"group_by": "channel"}, {"by": []}, {"collect": ["a b"]}, 5):
+        answer = admin.patch("/data-sets/g_t", json={"summary": bad}, headers=ADMIN)
+        assert answer.status_code == 400, bad
+        assert answer.json()["message"].startswith("summary"), bad
+    answer = admin.patch("/data-sets/g_t", json={"summary": None}, headers=ADMIN)
+    assert answer.json()["data_set"]["summary"] is None
 
 
 def test_admin_api_schema_checks_every_record(admin: TestClient) -> None:

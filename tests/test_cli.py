@@ -79,6 +79,7 @@ def test_cli_show_and_update(blank_store: str, tmp_path: Path) -> None:
     _create(blank_store, "--description", "first")
     result = cli("datasets", "update", "g_t", "--description", "second", "--public",
                  "--schema", str(schema), "--max-age-expected", "60",
+                 "--summary", "channel,region:count",
                  "--store", blank_store)  # fmt: skip
     shown = json.loads(cli("datasets", "show", "g_t", "--store", blank_store).output)
     assert result.exit_code == 0 and json.loads(result.output) == shown
@@ -86,10 +87,20 @@ def test_cli_show_and_update(blank_store: str, tmp_path: Path) -> None:
         "name": "g_t", "group": "g", "type": "t", "description": "second",
         "public": True, "auto_ids": [], "max_age_expected": 60,
         "schema": {"type": "object", "required": ["n"]},
+        "summary": {"group_by": ["channel", "region"], "collect": ["count"]},
     }  # fmt: skip
     cleared = cli("datasets", "update", "g_t", "--no-schema", "--no-max-age",
-                  "--private", "--store", blank_store)  # fmt: skip
-    assert json.loads(cleared.output)["schema"] is None
+                  "--no-summary", "--private", "--store", blank_store)  # fmt: skip
+    settings = json.loads(cleared.output)
+    assert (settings["schema"], settings["max_age_expected"]) == (None, None)
+    assert settings["summary"] is None
+
+
+def test_cli_refuses_a_bad_summary(blank_store: str) -> None:
+    result = cli("datasets", "create", "g", "t", "--summary", "_id:count",
+                 "--store", blank_store)  # fmt: skip
+    assert result.exit_code == 2
+    assert "summary group_by field '_id' is not a field name" in result.output
 
 
 def test_cli_update_refuses_bad_schema(blank_store: str, tmp_path: Path) -> None:

@@ -36,8 +36,8 @@ def test_postgres_migrate_command() -> None:
     with postgres_schema(migrated=False) as url:
         first = cli("migrate", "--store", url)
         second = cli("migrate", "--store", url)
-    assert first.output == "the schema went from version 0 to 1\n"
-    assert second.output == "the schema is up to date (version 1)\n"
+    assert first.output == "the schema went from version 0 to 2\n"
+    assert second.output == "the schema is up to date (version 2)\n"
 
 
 def test_postgres_newer_schema_refused() -> None:

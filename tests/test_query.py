@@ -29,8 +29,13 @@ W2 = {"_start_at": "2013-03-18T00:00:00+00:00", "_end_at": "2013-03-25T00:00:00+
 W3 = {"_start_at": "2013-03-25T00:00:00+00:00", "_end_at": "2013-04-01T00:00:00+00:00"}
 
 
-@pytest.fixture
-def data(client: TestClient) -> TestClient:
+@pytest.fixture(params=["records", "summary"])
+def data(request: pytest.FixtureRequest, client: TestClient, store: str) -> TestClient:
+    """The records stored; with "summary", the data set also keeps a summary."""
+    if request.param == "summary":
+        result = cli("datasets", "update", "test_group_test_type",
+                     "--summary", "authority,kind:count", "--store", store)  # fmt: skip
+        assert result.exit_code == 0, result.output
     assert client.post(PATH, json=RECORDS, headers=auth()).status_code == 200
     return client
 

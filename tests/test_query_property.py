@@ -6,11 +6,12 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 from urllib.parse import urlencode
 
+import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from starlette.testclient import TestClient
 
-from tests.conftest import auth
+from tests.conftest import auth, cli
 
 PATH = "/data/test-group/test-type"
 START, END = datetime(2013, 1, 1, tzinfo=UTC), datetime(2014, 1, 1, tzinfo=UTC)
@@ -110,19 +111,46 @@ def _parameters(q: dict[str, Any]) -> str:
     return urlencode(pairs)
 
 
+@pytest.fixture(params=["records", "summary"])
+def kept(request: pytest.FixtureRequest, client: TestClient, store: str) -> TestClient:
+    """The client; with "summary", the data set keeps one for the queried fields."""
+    if request.param == "summary":
+        result = cli("datasets", "update", "test_group_test_type",
+                     "--summary", "authority:count", "--store", store)  # fmt: skip
+        assert result.exit_code == 0, result.output
+    return client
+
+
+def _sent(records: list[dict[str, Any]], first: int = 0) -> list[dict[str, Any]]:
+    return [{**r, "_id": f"r{first + i}", "_timestamp": r["_timestamp"].isoformat()}
+            for i, r in enumerate(records)]  # fmt: skip
+
+
 @settings(max_examples=40, deadline=None,
           suppress_health_check=[HealthCheck.function_scoped_fixture])  # fmt: skip
-@given(records=st.lists(record, max_size=30), q=query)
+@given(
+    records=st.lists(record, max_size=30),
+    changed=st.lists(record, max_size=10),
+    start=st.integers(0, 30),
+    q=query,
+)
 def test_query_matches_the_reference(
-    client: TestClient, records: list[dict[str, Any]], q: dict[str, Any]
+    kept: TestClient,
+    records: list[dict[str, Any]],
+    changed: list[dict[str, Any]],
+    start: int,
+    q: dict[str, Any],
 ) -> None:
+    """A PUT, then a POST replacing some records (and adding others)."""
     if not q["group"] and q["period"] is None:
         q = {**q, "period": "month"}
-    sent = [{**r, "_id": f"r{i}", "_timestamp": r["_timestamp"].isoformat()}
-            for i, r in enumerate(records)]  # fmt: skip
-    assert client.put(PATH, json=sent, headers=auth()).status_code == 200
+    assert kept.put(PATH, json=_sent(records), headers=auth()).status_code == 200
+    sent = _sent(changed, start)
+    assert kept.post(PATH, json=sent, headers=auth()).status_code == 200 or not sent
+    final = {f"r{i}": r for i, r in enumerate(records)}
+    final.update({f"r{start + i}": r for i, r in enumerate(changed)})
 
-    answer = client.get(f"{PATH}?{_parameters(q)}", headers=auth())
+    answer = kept.get(f"{PATH}?{_parameters(q)}", headers=auth())
 
     assert answer.status_code == 200, answer.text
-    assert answer.json()["data"] == reference(records, q)
+    assert answer.json()["data"] == reference(list(final.values()), q)

@@ -57,6 +57,12 @@ class Metrics:
             ["reason"],
             registry=self.registry,
         )
+        self.aggregates = Counter(
+            "tallybook_aggregate_reads",
+            "Aggregate reads, by what answered: a data set's summary or its records.",
+            ["source"],
+            registry=self.registry,
+        )
         self.store_errors = Counter(
             "tallybook_store_errors",
             "Requests that failed in the store (500) or could not reach it (503).",

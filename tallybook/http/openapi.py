@@ -277,6 +277,11 @@ def _schemas() -> dict[str, Any]:
         "auto_ids": texts,
         "max_age_expected": {"type": ["integer", "null"], "minimum": 1},
         "schema": {"type": ["object", "null"]},
+        "summary": {
+            "type": ["object", "null"],
+            "properties": {"group_by": texts, "collect": texts},
+            "additionalProperties": False,
+        },
     }
     token = {
         "id": {"type": "integer"},

@@ -21,6 +21,7 @@ from tallybook import results
 from tallybook.datasets import READ, DataSet
 from tallybook.http.auth import authorise
 from tallybook.http.data import data_set_name_of
+from tallybook.http.metrics import Metrics
 from tallybook.query import Query, parse_query
 from tallybook.settings import Settings
 from tallybook.store import Store
@@ -69,9 +70,10 @@ async def _rows(request: Request, data_set: DataSet, query: Query) -> list[Any]:
     if query.raw:
         return [orjson.loads(body) async for body in store.read(data_set, query)]
     by_period = query.period is not None
-    return results.shape(
-        query, await store.aggregate(data_set, query, by_period=by_period)
-    )
+    found = await store.aggregate(data_set, query, by_period=by_period)
+    metrics: Metrics = request.app.state.metrics
+    metrics.aggregates.labels("summary" if found.from_summary else "records").inc()
+    return results.shape(query, found.buckets)
 
 
 def _cache_headers(request: Request, data_set: DataSet) -> dict[str, str]:

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
-from tallybook.store.base import Bucket, Freshness, Store
+from tallybook.store.base import Aggregation, Bucket, Freshness, Store
 from tallybook.store.postgres import PostgresStore
 from tallybook.store.sqlite import SQLiteStore
 
 __all__ = [
+    "Aggregation",
     "Bucket",
     "Freshness",
     "PostgresStore",

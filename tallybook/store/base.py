@@ -17,6 +17,7 @@ from tallybook.datasets import DataSet, Grant, Token
 from tallybook.errors import StoreError
 from tallybook.query import Query
 from tallybook.records import Record
+from tallybook.summaries import Summary
 
 
 @dataclass(frozen=True)
@@ -39,6 +40,19 @@ class Bucket:
     collected: tuple[Any, ...]
     non_numbers: tuple[int, ...]
     numbers: tuple[int, ...]
+
+
+@dataclass(frozen=True)
+class Aggregation:
+    """The answer of `Store.aggregate`.
+
+    Attributes:
+        buckets: one per group (and period) holding records.
+        from_summary: whether the data set's summary answered, not its records.
+    """
+
+    buckets: list[Bucket]
+    from_summary: bool = False
 
 
 @dataclass(frozen=True)
@@ -171,8 +185,12 @@ class Store(ABC):
     @abstractmethod
     async def aggregate(
         self, data_set: DataSet, query: Query, *, by_period: bool
-    ) -> list[Bucket]:
-        """Count and collect the selected records per group (and period)."""
+    ) -> Aggregation:
+        """Count and collect the selected records per group (and period).
+
+        When the data set's summary serves the query, the store may answer
+        from it; the buckets are the same either way.
+        """
 
 
 def stored_id(data_set: DataSet) -> int:
@@ -186,7 +204,8 @@ def data_set_from_row(
     row: Sequence[Any], auto_ids: Callable[[Any], Sequence[str]]
 ) -> DataSet:
     """A data set from the columns every store selects, in their order."""
-    data_set_id, group, type_, fields, public, description, max_age, schema = row
+    data_set_id, group, type_, fields, public, description, max_age, schema = row[:8]
+    summary = None if row[8] is None else json.loads(row[8])
     return DataSet(
         group=group,
         type=type_,
@@ -195,6 +214,9 @@ def data_set_from_row(
         description=description,
         max_age_expected=max_age,
         schema=None if schema is None else json.loads(schema),
+        summary=None
+        if summary is None
+        else Summary(tuple(summary["group_by"]), tuple(summary["collect"])),
         id=data_set_id,
     )
 

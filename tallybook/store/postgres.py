@@ -37,6 +37,7 @@ from tallybook.query import Query
 from tallybook.records import Record
 from tallybook.store import postgres_query, postgres_schema
 from tallybook.store.base import (
+    Aggregation,
     Bucket,
     Freshness,
     Store,
@@ -72,7 +73,7 @@ UPDATE data_sets SET last_write_at = now() WHERE id = $1
 """
 _DATA_SET_COLUMNS = (
     "d.id, d.data_group, d.data_type, d.auto_ids, d.public, d.description, "
-    "d.max_age_expected, d.schema::text"
+    "d.max_age_expected, d.schema::text, d.summary::text"
 )
 _TOKEN_COLUMNS = (
     "t.id, t.scopes, d.name, t.created_at, t.name, t.prefix, t.expires_at, "
@@ -257,7 +258,7 @@ class PostgresStore(Store):
 
     async def aggregate(
         self, data_set: DataSet, query: Query, *, by_period: bool
-    ) -> list[Bucket]:
+    ) -> Aggregation:
         """Count and collect per group (and period), in SQL."""
         statement = postgres_query.aggregate(stored_id(data_set), query, by_period)
         rows = await self._run(lambda db: db.fetch(statement.sql, *statement.values))
@@ -276,7 +277,7 @@ class PostgresStore(Store):
                     tuple(numbers),
                 )
             )
-        return buckets
+        return Aggregation(buckets)
 
     def _live_pool(self) -> asyncpg.Pool:
         if self._pool is None:
@@ -421,8 +422,8 @@ async def _insert_data_set(db: asyncpg.Connection, data_set: DataSet) -> DataSet
     try:
         data_set_id = await db.fetchval(
             "INSERT INTO data_sets (name, data_group, data_type, auto_ids, public, "
-            "description, max_age_expected, schema) "
-            "VALUES ($1, $2, $3, $4, $5, $6, $7, $8::jsonb) RETURNING id",
+            "description, max_age_expected, schema, summary) "
+            "VALUES ($1, $2, $3, $4, $5, $6, $7, $8::jsonb, $9::jsonb) RETURNING id",
             data_set.name,
             data_set.group,
             data_set.type,
@@ -436,7 +437,8 @@ async def _insert_data_set(db: asyncpg.Connection, data_set: DataSet) -> DataSet
 async def _update_data_set(db: asyncpg.Connection, data_set: DataSet) -> DataSet:
     data_set_id = await db.fetchval(
         "UPDATE data_sets SET auto_ids = $2, public = $3, description = $4, "
-        "max_age_expected = $5, schema = $6::jsonb WHERE name = $1 RETURNING id",
+        "max_age_expected = $5, schema = $6::jsonb, summary = $7::jsonb "
+        "WHERE name = $1 RETURNING id",
         data_set.name,
         *_settings(data_set),
     )
@@ -452,6 +454,7 @@ def _settings(data_set: DataSet) -> tuple[Any, ...]:
         data_set.description,
         data_set.max_age_expected,
         None if data_set.schema is None else json.dumps(data_set.schema),
+        None if data_set.summary is None else json.dumps(data_set.summary.describe()),
     )
 
 

@@ -56,6 +56,9 @@ MIGRATIONS = (
     );
     CREATE INDEX records_by_time ON records (data_set_id, timestamp, id);
     """,
+    """
+    ALTER TABLE data_sets ADD COLUMN summary jsonb;
+    """,
 )
 LATEST = len(MIGRATIONS)
 _LOCK = 7_331_001  # advisory lock id: one migrating process at a time

@@ -33,8 +33,9 @@ from tallybook.errors import (
 )
 from tallybook.query import Query
 from tallybook.records import Record
-from tallybook.store import sqlite_query
+from tallybook.store import sqlite_query, sqlite_summary
 from tallybook.store.base import (
+    Aggregation,
     Bucket,
     Freshness,
     Store,
@@ -44,8 +45,11 @@ from tallybook.store.base import (
 )
 from tallybook.store.group_commit import GroupCommitter
 
-SCHEMA_VERSION = 1
-_SCHEMA = """
+SCHEMA_VERSION = 2
+# Each entry upgrades the schema from the version before it; never edit one
+# that has shipped, append a new one.
+_MIGRATIONS = (
+    """
 CREATE TABLE data_sets (
     id INTEGER PRIMARY KEY,
     name TEXT NOT NULL UNIQUE,
@@ -81,7 +85,21 @@ CREATE TABLE records (
     PRIMARY KEY (data_set_id, id)
 ) WITHOUT ROWID;
 CREATE INDEX records_by_time ON records (data_set_id, timestamp, id);
-"""
+""",
+    """
+ALTER TABLE data_sets ADD COLUMN summary TEXT;
+CREATE TABLE summaries (
+    data_set_id INTEGER NOT NULL REFERENCES data_sets (id) ON DELETE CASCADE,
+    timestamp INTEGER NOT NULL,
+    grouping TEXT NOT NULL,
+    field TEXT NOT NULL,
+    count INTEGER NOT NULL,
+    numbers INTEGER NOT NULL,
+    total,
+    PRIMARY KEY (data_set_id, timestamp, grouping, field)
+) WITHOUT ROWID;
+""",
+)
 _UPSERT = """
 INSERT INTO records (data_set_id, id, timestamp, updated_at, body)
 VALUES (?, ?, ?, ?, ?)
@@ -92,7 +110,7 @@ ON CONFLICT (data_set_id, id) DO UPDATE SET
 """
 _DATA_SET_COLUMNS = (
     "d.id, d.data_group, d.data_type, d.auto_ids, d.public, d.description, "
-    "d.max_age_expected, d.schema"
+    "d.max_age_expected, d.schema, d.summary"
 )
 _TOKEN_COLUMNS = (
     "t.id, t.scopes, d.name, t.created_at, t.name, t.prefix, t.expires_at, "
@@ -283,19 +301,36 @@ class SQLiteStore(Store):
 
     async def aggregate(
         self, data_set: DataSet, query: Query, *, by_period: bool
-    ) -> list[Bucket]:
-        """Count and collect per group (and period), in SQL."""
-        statement = sqlite_query.aggregate(stored_id(data_set), query, by_period)
+    ) -> Aggregation:
+        """Count and collect per group (and period), in SQL.
 
-        def run() -> list[Any]:
-            cursor = self._execute(statement)
+        The summary's cells answer when they can; the choice is made in the
+        same snapshot as the read, so a summary being changed is never half
+        seen.
+        """
+        data_set_id = stored_id(data_set)
+
+        def run() -> tuple[list[Any], bool]:
+            connection = self._connect()
             try:
-                return cursor.fetchall()
+                connection.execute("BEGIN")
+                summarised = sqlite_summary.current(connection, data_set)
+                summary = None if summarised is None else summarised.summary
+                from_summary = summary is not None and summary.serves(query)
+                statement = (
+                    sqlite_query.summed(data_set_id, query, by_period, summary)
+                    if summary is not None and from_summary
+                    else sqlite_query.aggregate(data_set_id, query, by_period)
+                )
+                sql = " ".join(statement.parts)
+                rows = connection.execute(sql, statement.values).fetchall()
+                return rows, from_summary
             finally:
-                cursor.connection.close()
+                connection.close()
 
-        rows = await anyio.to_thread.run_sync(run)
-        return [Bucket(*_bucket(sqlite_query.read_row(row, query))) for row in rows]
+        rows, from_summary = await anyio.to_thread.run_sync(run)
+        buckets = [Bucket(*_bucket(sqlite_query.read_row(row, query))) for row in rows]
+        return Aggregation(buckets, from_summary)
 
     def _execute(self, statement: sqlite_query.Statement) -> sqlite3.Cursor:
         sql = " ".join(statement.parts)
@@ -303,28 +338,32 @@ class SQLiteStore(Store):
 
 
 def _apply_schema(connection: sqlite3.Connection) -> None:
-    version = connection.execute("PRAGMA user_version").fetchone()[0]
-    if version == SCHEMA_VERSION:
-        return
-    if version != 0:
-        raise SchemaMismatch(
-            f"the SQLite store has schema version {version}; this tallybook "
-            f"uses version {SCHEMA_VERSION}."
-        )
+    """Create the schema, or bring an older one up to date, in one transaction."""
     connection.execute("BEGIN IMMEDIATE")
-    for statement in _SCHEMA.split(";"):
-        if statement.strip():
-            connection.execute(statement)
-    connection.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
-    connection.execute("COMMIT")
+    try:
+        version = connection.execute("PRAGMA user_version").fetchone()[0]
+        if version > SCHEMA_VERSION:
+            raise SchemaMismatch(
+                f"the SQLite store has schema version {version}; this tallybook "
+                f"uses version {SCHEMA_VERSION}: upgrade tallybook."
+            )
+        for migration in _MIGRATIONS[version:]:
+            for statement in migration.split(";"):
+                if statement.strip():
+                    connection.execute(statement)
+        connection.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+        connection.execute("COMMIT")
+    finally:
+        if connection.in_transaction:
+            connection.execute("ROLLBACK")
 
 
 def _insert_data_set(db: sqlite3.Connection, data_set: DataSet) -> DataSet:
     try:
         cursor = db.execute(
             "INSERT INTO data_sets (name, data_group, data_type, auto_ids, public, "
-            "description, max_age_expected, schema, created_at) "
-            "VALUES (?,?,?,?,?,?,?,?,?)",
+            "description, max_age_expected, schema, summary, created_at) "
+            "VALUES (?,?,?,?,?,?,?,?,?,?)",
             (
                 data_set.name,
                 data_set.group,
@@ -339,15 +378,20 @@ def _insert_data_set(db: sqlite3.Connection, data_set: DataSet) -> DataSet:
 
 
 def _update_data_set(db: sqlite3.Connection, data_set: DataSet) -> DataSet:
-    cursor = db.execute(
-        "UPDATE data_sets SET auto_ids = ?, public = ?, description = ?, "
-        "max_age_expected = ?, schema = ? WHERE name = ? RETURNING id",
-        (*_settings(data_set), data_set.name),
-    )
-    row = cursor.fetchone()
+    row = db.execute(
+        "SELECT summary FROM data_sets WHERE name = ?", (data_set.name,)
+    ).fetchone()
     if row is None:
         raise DataSetNotFound(f"no data set is named {data_set.name}")
-    return dataclasses.replace(data_set, id=row[0])
+    cursor = db.execute(
+        "UPDATE data_sets SET auto_ids = ?, public = ?, description = ?, "
+        "max_age_expected = ?, schema = ?, summary = ? WHERE name = ? RETURNING id",
+        (*_settings(data_set), data_set.name),
+    )
+    updated = dataclasses.replace(data_set, id=cursor.fetchone()[0])
+    if row[0] != _settings(data_set)[-1]:
+        sqlite_summary.recount(db, updated)
+    return updated
 
 
 def _settings(data_set: DataSet) -> tuple[Any, ...]:
@@ -357,6 +401,7 @@ def _settings(data_set: DataSet) -> tuple[Any, ...]:
         data_set.description,
         data_set.max_age_expected,
         None if data_set.schema is None else json.dumps(data_set.schema),
+        None if data_set.summary is None else json.dumps(data_set.summary.describe()),
     )
 
 
@@ -408,14 +453,21 @@ def _upsert(
 ) -> None:
     now = time.time_ns() // 1000
     ds = data_set.id
+    # The summary as stored now: the caller's copy may predate a change.
+    summarised = sqlite_summary.current(db, data_set)
+    if summarised is not None:
+        replaced = sqlite_summary.replaced_hours(db, summarised, records)
     db.executemany(_UPSERT, [(ds, r.id, r.timestamp, now, r.body) for r in records])
     db.execute("UPDATE data_sets SET last_write_at = ? WHERE id = ?", (now, ds))
+    if summarised is not None:
+        sqlite_summary.add(db, summarised, records, replaced)
 
 
 def _replace(
     db: sqlite3.Connection, data_set: DataSet, records: Sequence[Record]
 ) -> int:
     db.execute("DELETE FROM records WHERE data_set_id = ?", (data_set.id,))
+    db.execute("DELETE FROM summaries WHERE data_set_id = ?", (data_set.id,))
     _upsert(db, data_set, records)
     row = db.execute(
         "SELECT count(*) FROM records WHERE data_set_id = ?", (data_set.id,)

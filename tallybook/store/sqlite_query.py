@@ -11,8 +11,9 @@ import json
 from datetime import UTC, datetime
 from typing import Any
 
-from tallybook import timestamps
+from tallybook import summaries, timestamps
 from tallybook.query import Query
+from tallybook.summaries import Summary
 
 _NUMERIC = "('integer', 'real')"
 # Seconds since the epoch, rounded down also before 1970 (% truncates).
@@ -62,7 +63,7 @@ def where(statement: Statement, data_set_id: int, query: Query) -> None:
         operator = "<=" if query.inclusive else "<"
         statement.add(f"AND timestamp {operator} ?", timestamps.to_micros(query.end))
     for field, value in query.filters:
-        _equals(statement, field, value)
+        _equals(statement, "body", "$." + field, value)
     for field, prefix in query.prefixes:
         path = "$." + field
         statement.add(
@@ -75,13 +76,14 @@ def where(statement: Statement, data_set_id: int, query: Query) -> None:
         )
 
 
-def _equals(statement: Statement, field: str, value: str) -> None:
+def _equals(statement: Statement, column: str, path: str, value: str) -> None:
     """Match the text, or the number or boolean the text spells."""
-    path, number = "$." + field, _number(value)
+    number = _number(value)
+    json_type, extract = f"json_type({column}, ?)", f"json_extract({column}, ?)"
     statement.add(
-        "AND CASE json_type(body, ?) WHEN 'text' THEN json_extract(body, ?) = ? "
-        "WHEN 'integer' THEN json_extract(body, ?) = ? WHEN 'real' THEN "
-        "json_extract(body, ?) = ? WHEN 'true' THEN ? WHEN 'false' THEN ? "
+        f"AND CASE {json_type} WHEN 'text' THEN {extract} = ? "
+        f"WHEN 'integer' THEN {extract} = ? WHEN 'real' THEN "
+        f"{extract} = ? WHEN 'true' THEN ? WHEN 'false' THEN ? "
         "ELSE 0 END",
         path,
         path,
@@ -160,6 +162,71 @@ def aggregate(data_set_id: int, query: Query, by_period: bool) -> Statement:
         statement.add("WHERE " + " AND ".join(present))
     statement.add(f"GROUP BY {', '.join(keys)}, b")
     return statement
+
+
+def summed(
+    data_set_id: int, query: Query, by_period: bool, summary: Summary
+) -> Statement:
+    """What `aggregate` answers, added up from the summary's cells.
+
+    Each cell row holds one field's totals for an hour and a grouping (a
+    JSON array of the summary's group values); the outer SELECT turns the
+    rows of each field into columns.
+    """
+    position = {field: n for n, field in enumerate(summary.group_by)}
+    inner = Statement()
+    groups = [f"grouping -> ? AS g{n}" for n in range(len(query.group_by))]
+    bucket = _BUCKETS[query.period] if by_period and query.period else "NULL"
+    inner.add(
+        f"SELECT {', '.join([*groups, f'{bucket} AS b'])}, field, count, numbers, "
+        "total FROM summaries WHERE data_set_id = ?",
+        *(f"$[{position[field]}]" for field in query.group_by),
+        data_set_id,
+    )
+    if query.start is not None:
+        inner.add("AND timestamp >= ?", timestamps.to_micros(query.start))
+    if query.end is not None:
+        inner.add("AND timestamp < ?", timestamps.to_micros(query.end))
+    for field, value in query.filters:
+        _equals(inner, "grouping", f"$[{position[field]}]", value)
+
+    keys = [f"g{n}" for n in range(len(query.group_by))] or ["NULL"]
+    statement = Statement()
+    statement.add(
+        f"SELECT {', '.join(keys)}, b, sum(count) FILTER (WHERE field = ?)",
+        summaries.COUNT,
+    )
+    for collect in query.collect:
+        _summed(statement, collect.field, collect.method)
+    statement.add("FROM (" + " ".join(inner.parts) + ")", *inner.values)
+    present = [
+        f"g{n} IS NOT NULL AND g{n} != 'null'" for n in range(len(query.group_by))
+    ]
+    if present:
+        statement.add("WHERE " + " AND ".join(present))
+    statement.add(
+        f"GROUP BY {', '.join(keys)}, b HAVING sum(count) FILTER (WHERE field = ?) > 0",
+        summaries.COUNT,
+    )
+    return statement
+
+
+def _summed(statement: Statement, field: str, method: str) -> None:
+    """Add one collect from cells: its value, its counts of non-numbers and numbers."""
+    only = "FILTER (WHERE field = ?)"
+    if method == "sum":
+        statement.add(f", sum(total) {only}", field)
+    elif method == "mean":
+        statement.add(
+            f", CAST(sum(total) {only} AS REAL) / sum(numbers) {only}", field, field
+        )
+    else:
+        statement.add(f", coalesce(sum(count) {only}, 0)", field)
+    statement.add(
+        f", coalesce(sum(count - numbers) {only}, 0), coalesce(sum(numbers) {only}, 0)",
+        field,
+        field,
+    )
 
 
 def _collected(n: int, method: str) -> str:

@@ -1,0 +1,131 @@
+"""Keeping summary cells in SQLite, inside the transaction of each write.
+
+New records add their totals to the cells of their hour. When a write
+replaces records that exist already, the hours those records were in are
+counted again from the records themselves, so totals never depend on
+subtracting numbers (which for fractions would leave rounding traces).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import sqlite3
+from collections.abc import Iterable, Sequence
+
+import orjson
+
+from tallybook import summaries
+from tallybook.datasets import DataSet
+from tallybook.records import Record
+from tallybook.store.base import stored_id
+from tallybook.summaries import HOUR, Cell, Key, Summary
+
+_ADD = """
+INSERT INTO summaries (data_set_id, timestamp, grouping, field, count, numbers, total)
+VALUES (?, ?, ?, ?, ?, ?, ?)
+ON CONFLICT (data_set_id, timestamp, grouping, field) DO UPDATE SET
+    count = count + excluded.count,
+    numbers = numbers + excluded.numbers,
+    total = CASE WHEN excluded.total IS NULL THEN total
+        WHEN total IS NULL THEN excluded.total
+        ELSE total + excluded.total END
+"""
+_PAGE = 10_000
+
+
+def current(db: sqlite3.Connection, data_set: DataSet) -> DataSet | None:
+    """The data set with its summary as stored now; None when it has none."""
+    row = db.execute(
+        "SELECT summary FROM data_sets WHERE id = ?", (stored_id(data_set),)
+    ).fetchone()
+    if row is None or row[0] is None:
+        return None
+    fields = orjson.loads(row[0])
+    summary = Summary(tuple(fields["group_by"]), tuple(fields["collect"]))
+    return dataclasses.replace(data_set, summary=summary)
+
+
+def replaced_hours(
+    db: sqlite3.Connection, data_set: DataSet, records: Sequence[Record]
+) -> set[int]:
+    """The hours of the stored records that `records` are about to replace."""
+    ids = orjson.dumps([record.id for record in records]).decode()
+    rows = db.execute(
+        "SELECT timestamp FROM records WHERE data_set_id = ? "
+        "AND id IN (SELECT value FROM json_each(?))",
+        (stored_id(data_set), ids),
+    )
+    return {timestamp - timestamp % HOUR for (timestamp,) in rows}
+
+
+def add(
+    db: sqlite3.Connection,
+    data_set: DataSet,
+    records: Sequence[Record],
+    replaced: set[int],
+) -> None:
+    """Update the cells after `records` were written over `replaced` hours."""
+    summary = _summary(data_set)
+    latest = {record.id: record for record in records}.values()
+    new = (
+        (record.timestamp, orjson.loads(record.body))
+        for record in latest
+        if record.timestamp - record.timestamp % HOUR not in replaced
+    )
+    _store(db, data_set, summaries.cells(summary, new))
+    if replaced:
+        recount(db, data_set, sorted(replaced))
+
+
+def recount(
+    db: sqlite3.Connection, data_set: DataSet, hours: Iterable[int] | None = None
+) -> None:
+    """Count the cells of some hours (or of every hour) again from the records."""
+    data_set_id, summary = stored_id(data_set), data_set.summary
+    if hours is None:
+        db.execute("DELETE FROM summaries WHERE data_set_id = ?", (data_set_id,))
+        if summary is not None:
+            _store(db, data_set, _cells_between(db, data_set_id, summary, None))
+        return
+    for hour in hours:
+        db.execute(
+            "DELETE FROM summaries WHERE data_set_id = ? AND timestamp = ?",
+            (data_set_id, hour),
+        )
+        if summary is not None:
+            found = _cells_between(db, data_set_id, summary, (hour, hour + HOUR))
+            _store(db, data_set, found)
+
+
+def _cells_between(
+    db: sqlite3.Connection,
+    data_set_id: int,
+    summary: Summary,
+    window: tuple[int, int] | None,
+) -> dict[Key, Cell]:
+    sql = "SELECT timestamp, body FROM records WHERE data_set_id = ?"
+    values: tuple[int, ...] = (data_set_id,)
+    if window is not None:
+        sql += " AND timestamp >= ? AND timestamp < ?"
+        values += window
+    cursor = db.execute(sql, values)
+    found: dict[Key, Cell] = {}
+    while rows := cursor.fetchmany(_PAGE):
+        summaries.cells(summary, ((t, orjson.loads(b)) for t, b in rows), found)
+    return found
+
+
+def _store(db: sqlite3.Connection, data_set: DataSet, found: dict[Key, Cell]) -> None:
+    data_set_id = stored_id(data_set)
+    db.executemany(
+        _ADD,
+        [
+            (data_set_id, *key, cell.count, cell.numbers, cell.total)
+            for key, cell in found.items()
+        ],
+    )
+
+
+def _summary(data_set: DataSet) -> Summary:
+    assert data_set.summary is not None
+    return data_set.summary

@@ -1,0 +1,127 @@
+"""Summaries: per-hour totals of a data set's records, kept up to date on write.
+
+A data set may declare a summary: the fields it is grouped by and the fields
+whose numbers are added up. For each hour and each combination of group
+values the store keeps one cell per field: how many records (field `""`), and
+per collected field how many values were present, how many were numbers and
+their total. An aggregate query that uses only these fields, on whole hours,
+is then answered by adding up cells instead of reading every record.
+
+This module holds the rules and the arithmetic (no I/O); the stores keep the
+cells. See docs/query.md, "Summaries".
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import Any
+
+from tallybook.query import Query
+
+HOUR = 3_600_000_000  # microseconds
+COUNT = ""  # the field name of a cell that counts records
+_INT64 = (-(2**63), 2**63 - 1)
+SUMMED = ("sum", "count", "mean")
+
+
+@dataclass(frozen=True)
+class Summary:
+    """The fields a data set's summary is kept for.
+
+    Attributes:
+        group_by: fields queries may group and filter by.
+        collect: fields queries may collect with sum, count or mean.
+    """
+
+    group_by: tuple[str, ...]
+    collect: tuple[str, ...]
+
+    def serves(self, query: Query) -> bool:
+        """Whether the query can be answered from this summary's cells."""
+        filtered = [field for field, _ in query.filters]
+        return (
+            not query.raw
+            and not query.prefixes
+            and set(query.group_by) <= set(self.group_by)
+            and set(filtered) <= set(self.group_by)
+            and all(
+                c.field in self.collect and c.method in SUMMED for c in query.collect
+            )
+            and _whole_hour(query.start)
+            and _whole_hour(query.end)
+            and not (query.inclusive and query.end is not None)
+        )
+
+    def describe(self) -> dict[str, list[str]]:
+        """The summary as settings show it."""
+        return {"group_by": list(self.group_by), "collect": list(self.collect)}
+
+
+def _whole_hour(moment: Any) -> bool:
+    if moment is None:
+        return True
+    return bool(moment.minute == 0 and moment.second == 0 and moment.microsecond == 0)
+
+
+@dataclass(slots=True)
+class Cell:
+    """Totals of one field over the records of one hour and group.
+
+    Attributes:
+        count: records (in a `COUNT` cell), or values present and not null.
+        numbers: how many of those values were numbers.
+        total: their sum; None when there were none.
+    """
+
+    count: int = 0
+    numbers: int = 0
+    total: int | float | None = None
+
+
+Key = tuple[int, str, str]  # hour (microseconds), group values (JSON), field
+
+
+def cells(
+    summary: Summary,
+    records: Iterable[tuple[int, dict[str, Any]]],
+    into: dict[Key, Cell] | None = None,
+) -> dict[Key, Cell]:
+    """The cells of records given as (timestamp, parsed body), added `into`."""
+    found: dict[Key, Cell] = {} if into is None else into
+    for timestamp, body in records:
+        hour = timestamp - timestamp % HOUR
+        group = json.dumps(
+            [body.get(field) for field in summary.group_by],
+            ensure_ascii=False,
+            separators=(",", ":"),
+        )
+        _cell(found, (hour, group, COUNT)).count += 1
+        for field in summary.collect:
+            value = body.get(field)
+            if value is None:
+                continue
+            cell = _cell(found, (hour, group, field))
+            cell.count += 1
+            number = numeric(value)
+            if number is not None:
+                cell.numbers += 1
+                cell.total = number if cell.total is None else cell.total + number
+    return found
+
+
+def _cell(found: dict[Key, Cell], key: Key) -> Cell:
+    cell = found.get(key)
+    if cell is None:
+        cell = found[key] = Cell()
+    return cell
+
+
+def numeric(value: Any) -> int | float | None:
+    """The value as a number, when it is one (booleans are not)."""
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return None
+    if isinstance(value, int) and not _INT64[0] <= value <= _INT64[1]:
+        return float(value)  # as SQLite reads an integer beyond 64 bits
+    return value
