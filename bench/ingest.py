@@ -12,6 +12,7 @@ request count, and stops by itself. Only 127.0.0.1 is ever contacted.
     python bench/ingest.py --server granian --seconds 5
     python bench/ingest.py --postgres postgresql://postgres@127.0.0.1:5432/test
     python bench/ingest.py --postgres URL --workers 2
+    python bench/ingest.py --summary channel:count   # with a summary kept
 
 The load comes from wrk (Debian package `wrk`) with a generated Lua script;
 without wrk, or with `--generator python`, from a lean asyncio client in this
@@ -161,10 +162,11 @@ def tool(name: str) -> str:
     return found
 
 
-def create_data_set(store: str, token: str) -> None:
+def create_data_set(store: str, token: str, summary: str | None = None) -> None:
+    summarised = ["--summary", summary] if summary else []
     for command in (
         ["migrate"],
-        ["datasets", "create", GROUP, TYPE, "--token", token],
+        ["datasets", "create", GROUP, TYPE, "--token", token, *summarised],
     ):
         subprocess.run(
             [tool("tallybook"), *command, "--store", store],
@@ -712,6 +714,11 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         "e.g. postgresql://postgres@127.0.0.1:5432/test",
     )
     parser.add_argument("--workers", type=int, default=1, help="server processes")
+    parser.add_argument(
+        "--summary",
+        metavar="SPEC",
+        help="give the data set a summary, e.g. channel:count (its cost on writes)",
+    )
     parser.add_argument("--dir", help="parent of the temporary directory")
     parser.add_argument("--keep", action="store_true", help="keep the directory")
     args = parser.parse_args(argv)
@@ -748,7 +755,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 def run_benchmark(
     args: argparse.Namespace, work: Path, store: str, token: str, goals: Goals
 ) -> int:
-    create_data_set(store, token)
+    create_data_set(store, token, args.summary)
     port = free_port()
     env = dict(os.environ, TALLYBOOK_STORE=store)
     if args.log_level:

@@ -21,6 +21,7 @@ import argparse
 import asyncio
 import os
 import secrets
+import shutil
 import statistics
 import subprocess
 import sys
@@ -141,6 +142,7 @@ def main() -> None:
     try:
         run(location, args)
     finally:
+        shutil.rmtree(work, ignore_errors=True)
         if args.postgres:
             asyncio.run(_postgres(args.postgres, f"DROP SCHEMA {schema} CASCADE"))
 

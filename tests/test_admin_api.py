@@ -111,7 +111,8 @@ def test_admin_api_sets_and_refuses_summaries(admin: TestClient) -> None:
     summary = {"group_by": ["channel"], "collect": ["count"]}
     created = _create(admin, summary=summary)
     assert created["data_set"]["summary"] == summary
-    for bad in ({"group_by": "channel"}, {"by": []}, {"collect": ["a b"]}, 5):
+    bads: list[Any] = [{"group_by": "channel"}, {"by": []}, {"collect": ["a b"]}, 5]
+    for bad in bads:
         answer = admin.patch("/data-sets/g_t", json={"summary": bad}, headers=ADMIN)
         assert answer.status_code == 400, bad
         assert answer.json()["message"].startswith("summary"), bad

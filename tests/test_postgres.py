@@ -51,8 +51,9 @@ def test_postgres_newer_schema_refused() -> None:
 def _writer(url: str, name: str, ids: list[str], failures: list[str]) -> None:
     with httpx.Client(base_url=url, headers=HEADERS) as client:
         for round_ in range(3):
+            # Each round moves the records to another hour.
             batch = [
-                {"_id": record_id, "_timestamp": "2014-01-06T00:00:00Z",
+                {"_id": record_id, "_timestamp": f"2014-01-06T0{round_}:30:00Z",
                  "writer": name, "echo": name, "round": round_}
                 for record_id in ids
             ]  # fmt: skip
@@ -99,6 +100,66 @@ def test_postgres_two_servers_race_on_one_data_set(
     assert sorted(r["_id"] for r in data) == sorted([*shared, "c-1", "c-2", "d-1"])
     assert all(r["writer"] == r["echo"] for r in data)
     assert {r["round"] for r in data} == {2}
+
+
+def test_postgres_summary_stays_right_under_racing_writers(
+    pg_store: str, tmp_path: Path
+) -> None:
+    """Two servers write over the same ids while the summary keeps changing."""
+    shared = [f"shared-{i}" for i in range(40)]
+    settings = ["writer:round", "echo:round", ":round", "writer,echo:round"] * 2
+    stop = threading.Event()
+    with (
+        LiveServer(pg_store, tmp_path / "a.log") as one,
+        LiveServer(pg_store, tmp_path / "b.log") as two,
+    ):
+        failures: list[str] = []
+        plans = [(one.url, "A", shared), (two.url, "B", shared[::-1])]
+        writers = [
+            threading.Thread(target=_looping_writer, args=(*plan, stop, failures))
+            for plan in plans
+        ]
+        for writer in writers:
+            writer.start()
+        for summary in settings:
+            result = cli("datasets", "update", "test_group_test_type",
+                         "--summary", summary, "--store", pg_store)  # fmt: skip
+            assert result.exit_code == 0, result.output
+        stop.set()
+        for writer in writers:
+            writer.join(timeout=60)
+        query = "group_by=writer&period=hour&collect=round:sum&collect=round:count"
+        window = "start_at=2014-01-06T00:00:0{}Z&end_at=2014-01-07T00:00:00Z"
+        answers = [
+            httpx.get(f"{one.url}{PATH}?{query}&{window.format(second)}",
+                      headers=HEADERS).json()["data"]
+            for second in (0, 1)
+        ]  # fmt: skip
+        metrics = httpx.get(one.url + "/metrics").text
+
+    assert failures == []
+    assert 'tallybook_aggregate_reads_total{source="summary"} 1.0' in metrics
+    assert answers[0] == answers[1]
+    assert sum(row["_count"] for row in answers[0]) == 40
+
+
+def _looping_writer(
+    url: str, name: str, ids: list[str], stop: threading.Event, failures: list[str]
+) -> None:
+    """Rewrite the ids in batches of 7, moving them an hour each round."""
+    with httpx.Client(base_url=url, headers=HEADERS) as client:
+        round_ = 0
+        while not stop.is_set() and round_ < 500:
+            batch = [
+                {"_id": record_id, "_timestamp": f"2014-01-06T0{round_ % 5}:30:00Z",
+                 "writer": name, "echo": name, "round": round_}
+                for record_id in ids
+            ]  # fmt: skip
+            for start in range(0, len(batch), 7):
+                answer = client.post(PATH, json=batch[start : start + 7])
+                if answer.status_code != 200:
+                    failures.append(answer.text)
+            round_ += 1
 
 
 @pytest.fixture

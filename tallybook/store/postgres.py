@@ -35,7 +35,7 @@ from tallybook.errors import (
 )
 from tallybook.query import Query
 from tallybook.records import Record
-from tallybook.store import postgres_query, postgres_schema
+from tallybook.store import postgres_query, postgres_schema, postgres_summary
 from tallybook.store.base import (
     Aggregation,
     Bucket,
@@ -67,6 +67,31 @@ WITH written AS (
 UPDATE data_sets SET last_write_at = now()
 WHERE id IN (SELECT data_set_id FROM written)
     AND (last_write_at IS NULL OR last_write_at < now() - interval '1 second')
+"""
+# The same for data sets without a summary, the usual case: the upsert skips
+# rows of data sets that have one (locked, so none can gain one meanwhile)
+# and answers which data sets it wrote; the others take `_summarised`.
+_PLAIN_UPSERT = f"""
+WITH plain AS (
+    SELECT id FROM data_sets WHERE id = ANY($1::bigint[]) AND summary IS NULL
+    FOR KEY SHARE
+), written AS (
+    INSERT INTO records (data_set_id, id, timestamp, updated_at, body)
+    SELECT r.data_set_id, r.id, {_MICROS} r.micros, now(), r.body::json
+    FROM unnest($1::bigint[], $2::text[], $3::bigint[], $4::text[])
+        AS r (data_set_id, id, micros, body)
+    WHERE r.data_set_id IN (SELECT id FROM plain)
+    ON CONFLICT (data_set_id, id) DO UPDATE SET
+        timestamp = excluded.timestamp,
+        updated_at = excluded.updated_at,
+        body = excluded.body
+    RETURNING data_set_id
+), touched AS (
+    UPDATE data_sets SET last_write_at = now()
+    WHERE id IN (SELECT data_set_id FROM written)
+        AND (last_write_at IS NULL OR last_write_at < now() - interval '1 second')
+)
+SELECT id FROM plain
 """
 _TOUCH = """
 UPDATE data_sets SET last_write_at = now() WHERE id = $1
@@ -259,9 +284,30 @@ class PostgresStore(Store):
     async def aggregate(
         self, data_set: DataSet, query: Query, *, by_period: bool
     ) -> Aggregation:
-        """Count and collect per group (and period), in SQL."""
-        statement = postgres_query.aggregate(stored_id(data_set), query, by_period)
-        rows = await self._run(lambda db: db.fetch(statement.sql, *statement.values))
+        """Count and collect per group (and period), in SQL.
+
+        The summary's cells answer when they can; the choice and the read
+        share one snapshot, so a summary being changed is never half seen.
+        """
+        data_set_id = stored_id(data_set)
+
+        async def run(db: asyncpg.Connection) -> tuple[list[Any], bool]:
+            async with db.transaction(isolation="repeatable_read", readonly=True):
+                summary = postgres_summary.parse(
+                    await db.fetchval(
+                        "SELECT summary::text FROM data_sets WHERE id = $1",
+                        data_set_id,
+                    )
+                )
+                from_summary = summary is not None and summary.serves(query)
+                statement = (
+                    postgres_query.summed(data_set_id, query, by_period, summary)
+                    if summary is not None and from_summary
+                    else postgres_query.aggregate(data_set_id, query, by_period)
+                )
+                return await db.fetch(statement.sql, *statement.values), from_summary
+
+        rows, from_summary = await self._run(run)
         buckets = []
         for row in rows:
             group, start, count, collected, non_numbers, numbers = (
@@ -277,7 +323,7 @@ class PostgresStore(Store):
                     tuple(numbers),
                 )
             )
-        return Aggregation(buckets)
+        return Aggregation(buckets, from_summary)
 
     def _live_pool(self) -> asyncpg.Pool:
         if self._pool is None:
@@ -391,8 +437,18 @@ async def _upsert(db: asyncpg.Connection, jobs: list[_Job]) -> None:
         for record in job.records:
             merged[job.data_set_id, record.id] = record
     keys = sorted(merged)
-    await db.execute(
-        _UPSERT,
+    rows = await db.fetch(_PLAIN_UPSERT, *_columns(keys, merged))
+    plain = {row[0] for row in rows}
+    for data_set_id in sorted({key[0] for key in keys} - plain):
+        records = [merged[key] for key in keys if key[0] == data_set_id]
+        await _summarised(db, data_set_id, records)
+
+
+def _columns(
+    keys: list[tuple[int, str]], merged: dict[tuple[int, str], Record]
+) -> tuple[list[Any], ...]:
+    """The upsert's parameters: data set ids, record ids, times and bodies."""
+    return (
         [data_set_id for data_set_id, _ in keys],
         [record_id for _, record_id in keys],
         [merged[key].timestamp for key in keys],
@@ -400,20 +456,32 @@ async def _upsert(db: asyncpg.Connection, jobs: list[_Job]) -> None:
     )
 
 
+async def _summarised(
+    db: asyncpg.Connection, data_set_id: int, records: list[Record]
+) -> None:
+    """Upsert one data set's records and keep its summary, in one transaction."""
+    merged = {(data_set_id, record.id): record for record in records}
+    keys = sorted(merged)
+    async with db.transaction():
+        summary = await postgres_summary.lock(db, data_set_id)
+        if summary is not None:
+            replaced = await postgres_summary.replaced_hours(db, data_set_id, records)
+        await db.execute(_UPSERT, *_columns(keys, merged))
+        if summary is not None:
+            await postgres_summary.add(db, data_set_id, summary, records, replaced)
+
+
 async def _replace(
     db: asyncpg.Connection, data_set_id: int, records: Sequence[Record]
 ) -> int:
-    ordered = sorted(records)
+    merged = {(data_set_id, record.id): record for record in records}
+    keys = sorted(merged)
     async with db.transaction():
+        summary = await postgres_summary.lock(db, data_set_id)
         await db.execute("DELETE FROM records WHERE data_set_id = $1", data_set_id)
-        await db.execute(
-            _UPSERT,
-            [data_set_id] * len(ordered),
-            [record.id for record in ordered],
-            [record.timestamp for record in ordered],
-            [record.body for record in ordered],
-        )
+        await db.execute(_UPSERT, *_columns(keys, merged))
         await db.execute(_TOUCH, data_set_id)
+        await postgres_summary.recount(db, data_set_id, summary)
         sql = "SELECT count(*) FROM records WHERE data_set_id = $1"
         return int(await db.fetchval(sql, data_set_id))
 
@@ -435,16 +503,27 @@ async def _insert_data_set(db: asyncpg.Connection, data_set: DataSet) -> DataSet
 
 
 async def _update_data_set(db: asyncpg.Connection, data_set: DataSet) -> DataSet:
-    data_set_id = await db.fetchval(
-        "UPDATE data_sets SET auto_ids = $2, public = $3, description = $4, "
-        "max_age_expected = $5, schema = $6::jsonb, summary = $7::jsonb "
-        "WHERE name = $1 RETURNING id",
-        data_set.name,
-        *_settings(data_set),
-    )
-    if data_set_id is None:
-        raise DataSetNotFound(f"no data set is named {data_set.name}")
-    return replace(data_set, id=data_set_id)
+    settings = _settings(data_set)
+    async with db.transaction():
+        # FOR UPDATE: writes keeping the summary finish first, later ones wait.
+        row = await db.fetchrow(
+            "SELECT id, summary IS DISTINCT FROM $2::jsonb FROM data_sets "
+            "WHERE name = $1 FOR UPDATE",
+            data_set.name,
+            settings[-1],
+        )
+        if row is None:
+            raise DataSetNotFound(f"no data set is named {data_set.name}")
+        await db.execute(
+            "UPDATE data_sets SET auto_ids = $2, public = $3, description = $4, "
+            "max_age_expected = $5, schema = $6::jsonb, summary = $7::jsonb "
+            "WHERE id = $1",
+            row[0],
+            *settings,
+        )
+        if row[1]:
+            await postgres_summary.recount(db, row[0], data_set.summary)
+    return replace(data_set, id=row[0])
 
 
 def _settings(data_set: DataSet) -> tuple[Any, ...]:

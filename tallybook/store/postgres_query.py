@@ -12,7 +12,9 @@ from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any
 
+from tallybook import summaries
 from tallybook.query import Collect, Query
+from tallybook.summaries import Summary
 
 _MICROS = "timestamptz 'epoch' + interval '1 microsecond' * "
 
@@ -107,6 +109,60 @@ def aggregate(data_set_id: int, query: Query, by_period: bool) -> Statement:
     groups = max(len(query.group_by), 1) + 1
     statement.add("GROUP BY " + ", ".join(str(n) for n in range(1, groups + 1)))
     return statement
+
+
+def summed(
+    data_set_id: int, query: Query, by_period: bool, summary: Summary
+) -> Statement:
+    """What `aggregate` answers, added up from the summary's cells.
+
+    Each cell row holds one field's totals for an hour (or a day) and a
+    grouping (the JSON array of the summary's group values); FILTER turns
+    the rows of each field into columns. Positions in the grouping are the
+    summary's own integers, written into the SQL; every name is bound.
+    """
+    statement = Statement()
+    position = {field: n for n, field in enumerate(summary.group_by)}
+    values = [f"(grouping::json -> {position[field]})" for field in query.group_by]
+    bucket = "NULL::timestamp"
+    if by_period and query.period:
+        bucket = f"date_trunc('{query.period}', timestamp AT TIME ZONE 'UTC')"
+    counted = f"FILTER (WHERE field = {statement.bind(summaries.COUNT)})"
+    columns = ", ".join(f"{value}::text" for value in values) or "NULL"
+    statement.add(f"SELECT {columns}, {bucket}, sum(count) {counted}")
+    for collect in query.collect:
+        _summed(statement, collect)
+    statement.add(
+        f"FROM summaries WHERE data_set_id = {statement.bind(data_set_id)} "
+        f"AND span = {statement.bind(summary.span(query))}"
+    )
+    if query.start is not None:
+        statement.add(f"AND timestamp >= {statement.bind(query.start)}")
+    if query.end is not None:
+        statement.add(f"AND timestamp < {statement.bind(query.end)}")
+    for field, value in query.filters:
+        choices = statement.bind([json.dumps(value), *_typed(value)])
+        grouped = f"(grouping::json -> {position[field]})::jsonb"
+        statement.add(f"AND {grouped} = ANY({choices}::jsonb[])")
+    for value in values:
+        statement.add(f"AND json_typeof({value}) <> 'null'")
+    groups = max(len(query.group_by), 1) + 1
+    statement.add("GROUP BY " + ", ".join(str(n) for n in range(1, groups + 1)))
+    statement.add(f"HAVING sum(count) {counted} > 0")
+    return statement
+
+
+def _summed(statement: Statement, collect: Collect) -> None:
+    """One collect from cells: its value, its counts of non-numbers and numbers."""
+    only = f"FILTER (WHERE field = {statement.bind(collect.field)})"
+    if collect.method == "sum":
+        statement.add(f", sum(total) {only}")
+    elif collect.method == "mean":
+        statement.add(f", sum(total) {only} / sum(numbers) {only}")
+    else:
+        statement.add(f", coalesce(sum(count) {only}, 0)::bigint")
+    statement.add(f", coalesce(sum(count - numbers) {only}, 0)::bigint")
+    statement.add(f", coalesce(sum(numbers) {only}, 0)::bigint")
 
 
 def _collect(statement: Statement, collect: Collect) -> None:

@@ -58,6 +58,17 @@ MIGRATIONS = (
     """,
     """
     ALTER TABLE data_sets ADD COLUMN summary jsonb;
+    CREATE TABLE summaries (
+        data_set_id bigint NOT NULL REFERENCES data_sets (id) ON DELETE CASCADE,
+        span bigint NOT NULL,
+        timestamp timestamptz NOT NULL,
+        grouping text COLLATE "C" NOT NULL,
+        field text COLLATE "C" NOT NULL,
+        count bigint NOT NULL,
+        numbers bigint NOT NULL,
+        total numeric,
+        PRIMARY KEY (data_set_id, span, timestamp, grouping, field)
+    );
     """,
 )
 LATEST = len(MIGRATIONS)

@@ -90,13 +90,14 @@ CREATE INDEX records_by_time ON records (data_set_id, timestamp, id);
 ALTER TABLE data_sets ADD COLUMN summary TEXT;
 CREATE TABLE summaries (
     data_set_id INTEGER NOT NULL REFERENCES data_sets (id) ON DELETE CASCADE,
+    span INTEGER NOT NULL,
     timestamp INTEGER NOT NULL,
     grouping TEXT NOT NULL,
     field TEXT NOT NULL,
     count INTEGER NOT NULL,
     numbers INTEGER NOT NULL,
     total,
-    PRIMARY KEY (data_set_id, timestamp, grouping, field)
+    PRIMARY KEY (data_set_id, span, timestamp, grouping, field)
 ) WITHOUT ROWID;
 """,
 )

@@ -169,9 +169,9 @@ def summed(
 ) -> Statement:
     """What `aggregate` answers, added up from the summary's cells.
 
-    Each cell row holds one field's totals for an hour and a grouping (a
-    JSON array of the summary's group values); the outer SELECT turns the
-    rows of each field into columns.
+    Each cell row holds one field's totals for an hour (or a day) and a
+    grouping (a JSON array of the summary's group values); the outer SELECT
+    turns the rows of each field into columns.
     """
     position = {field: n for n, field in enumerate(summary.group_by)}
     inner = Statement()
@@ -179,9 +179,10 @@ def summed(
     bucket = _BUCKETS[query.period] if by_period and query.period else "NULL"
     inner.add(
         f"SELECT {', '.join([*groups, f'{bucket} AS b'])}, field, count, numbers, "
-        "total FROM summaries WHERE data_set_id = ?",
+        "total FROM summaries WHERE data_set_id = ? AND span = ?",
         *(f"$[{position[field]}]" for field in query.group_by),
         data_set_id,
+        summary.span(query),
     )
     if query.start is not None:
         inner.add("AND timestamp >= ?", timestamps.to_micros(query.start))

@@ -1,9 +1,10 @@
 """Keeping summary cells in SQLite, inside the transaction of each write.
 
-New records add their totals to the cells of their hour. When a write
-replaces records that exist already, the hours those records were in are
-counted again from the records themselves, so totals never depend on
-subtracting numbers (which for fractions would leave rounding traces).
+New records add their totals to the cells of their hour and day. When a
+write replaces records that exist already, the hours those records were in
+are counted again from the records themselves, and their days from their
+hours, so totals never depend on subtracting numbers (which for fractions
+would leave rounding traces).
 """
 
 from __future__ import annotations
@@ -18,17 +19,28 @@ from tallybook import summaries
 from tallybook.datasets import DataSet
 from tallybook.records import Record
 from tallybook.store.base import stored_id
-from tallybook.summaries import HOUR, Cell, Key, Summary
+from tallybook.summaries import DAY, HOUR, SPANS, Cell, Key, Summary
 
 _ADD = """
-INSERT INTO summaries (data_set_id, timestamp, grouping, field, count, numbers, total)
-VALUES (?, ?, ?, ?, ?, ?, ?)
-ON CONFLICT (data_set_id, timestamp, grouping, field) DO UPDATE SET
+INSERT INTO summaries
+    (data_set_id, span, timestamp, grouping, field, count, numbers, total)
+VALUES (?, ?, ?, ?, ?, ?, ?, ?)
+ON CONFLICT (data_set_id, span, timestamp, grouping, field) DO UPDATE SET
     count = count + excluded.count,
     numbers = numbers + excluded.numbers,
     total = CASE WHEN excluded.total IS NULL THEN total
         WHEN total IS NULL THEN excluded.total
         ELSE total + excluded.total END
+"""
+_DAY_FROM_HOURS = f"""
+INSERT INTO summaries
+    (data_set_id, span, timestamp, grouping, field, count, numbers, total)
+SELECT data_set_id, {DAY}, :day, grouping, field, sum(count), sum(numbers),
+    sum(total)
+FROM summaries
+WHERE data_set_id = :data_set AND span = {HOUR}
+    AND timestamp >= :day AND timestamp < :day + {DAY}
+GROUP BY grouping, field
 """
 _PAGE = 10_000
 
@@ -87,14 +99,24 @@ def recount(
         if summary is not None:
             _store(db, data_set, _cells_between(db, data_set_id, summary, None))
         return
+    hours = list(hours)
     for hour in hours:
         db.execute(
-            "DELETE FROM summaries WHERE data_set_id = ? AND timestamp = ?",
-            (data_set_id, hour),
+            "DELETE FROM summaries WHERE data_set_id = ? AND span = ? "
+            "AND timestamp = ?",
+            (data_set_id, HOUR, hour),
         )
         if summary is not None:
-            found = _cells_between(db, data_set_id, summary, (hour, hour + HOUR))
+            window = (hour, hour + HOUR)
+            found = _cells_between(db, data_set_id, summary, window, (HOUR,))
             _store(db, data_set, found)
+    for day in sorted({hour - hour % DAY for hour in hours}):
+        db.execute(
+            "DELETE FROM summaries WHERE data_set_id = ? AND span = ? "
+            "AND timestamp = ?",
+            (data_set_id, DAY, day),
+        )
+        db.execute(_DAY_FROM_HOURS, {"day": day, "data_set": data_set_id})
 
 
 def _cells_between(
@@ -102,6 +124,7 @@ def _cells_between(
     data_set_id: int,
     summary: Summary,
     window: tuple[int, int] | None,
+    spans: tuple[int, ...] = SPANS,
 ) -> dict[Key, Cell]:
     sql = "SELECT timestamp, body FROM records WHERE data_set_id = ?"
     values: tuple[int, ...] = (data_set_id,)
@@ -111,7 +134,8 @@ def _cells_between(
     cursor = db.execute(sql, values)
     found: dict[Key, Cell] = {}
     while rows := cursor.fetchmany(_PAGE):
-        summaries.cells(summary, ((t, orjson.loads(b)) for t, b in rows), found)
+        parsed = ((t, orjson.loads(b)) for t, b in rows)
+        summaries.cells(summary, parsed, found, spans)
     return found
 
 
