@@ -28,6 +28,7 @@ from tallybook.http import admin, data, openapi, reads, status
 from tallybook.http.batches import BatchParser
 from tallybook.http.metrics import Metrics, get_metrics
 from tallybook.http.middleware import RequestLog
+from tallybook.http.ratelimit import RateLimit, RateLimits
 from tallybook.http.responses import error_response
 from tallybook.records import Limits
 from tallybook.settings import Settings
@@ -64,6 +65,7 @@ def create_app(
             The application opens it at start-up and closes it at shutdown.
     """
     settings = settings or Settings.from_env()
+    rate_limits = RateLimits.from_settings(settings)
     store = store or open_store(settings.store, pool_size=settings.pool_size)
 
     limits = Limits(
@@ -71,6 +73,7 @@ def create_app(
         max_keys=settings.max_keys,
         max_key_length=settings.max_key_length,
         max_string_length=settings.max_string_length,
+        max_id_length=settings.max_id_length,
     )
     parser = BatchParser(limits, settings.parse_workers, settings.parse_offload_bytes)
 
@@ -86,6 +89,7 @@ def create_app(
             finally:
                 parser.close()
                 await asyncio.gather(*app.state.background, return_exceptions=True)
+                await app.state.rate_limits.close()
 
     app = Starlette(
         routes=_routes(),
@@ -102,6 +106,7 @@ def create_app(
     app.state.parser = parser
     app.state.background = set()
     app.state.metrics = Metrics()
+    app.state.rate_limits = rate_limits
     return app
 
 
@@ -116,11 +121,11 @@ def _routes() -> list[Route]:
             PUT=data.put_records,
             OPTIONS=reads.options_records,
         ),
-        _route("/_status", GET=status.get_status),
-        _route("/_status/ready", GET=status.get_ready),
-        _route("/_status/data-sets", GET=status.get_data_sets_status),
-        _route("/metrics", GET=get_metrics),
-        _route("/openapi.json", GET=openapi.get_openapi),
+        _system_route("/_status", status.get_status),
+        _system_route("/_status/ready", status.get_ready),
+        _system_route("/_status/data-sets", status.get_data_sets_status),
+        _system_route("/metrics", get_metrics),
+        _system_route("/openapi.json", openapi.get_openapi),
         _route("/data-sets", GET=admin.list_data_sets, POST=admin.create_data_set),
         _route(
             f"/data-sets/{name}",
@@ -145,13 +150,19 @@ def _routes() -> list[Route]:
 
 
 def _route(path: str, **handlers: Handler) -> Route:
-    """One route whose handler depends on the method (HEAD is served as GET)."""
+    """One rate-limited route whose handler depends on the method (HEAD as GET)."""
 
     async def dispatch(request: Request) -> Response:
         method = "GET" if request.method == "HEAD" else request.method
         return await handlers[method](request)
 
-    return Route(path, dispatch, methods=list(handlers))
+    limit = [Middleware(RateLimit)]
+    return Route(path, dispatch, methods=list(handlers), middleware=limit)
+
+
+def _system_route(path: str, handler: Handler) -> Route:
+    """A GET route for monitoring and documents, never rate-limited."""
+    return Route(path, handler, methods=["GET"])
 
 
 async def _refused(request: Request, exc: Exception) -> Response:

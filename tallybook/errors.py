@@ -9,9 +9,11 @@ The tree::
     │   ├── Forbidden             403: a valid token without the right
     │   ├── NotFound              404
     │   ├── MethodNotAllowed      405
+    │   ├── RequestTimeout        408: the body stopped arriving
     │   ├── Conflict              409: the name or token is taken
     │   ├── PayloadTooLarge       413
     │   ├── UnsupportedMediaType  415
+    │   ├── TooManyRequests       429: over a rate limit
     │   └── ServiceUnavailable    503: the store cannot be reached now
     └── StoreError                the store failed or refused an operation
         ├── StoreUnavailable      the database cannot be reached (HTTP 503)
@@ -112,6 +114,12 @@ class MethodNotAllowed(RequestError):
     status = 405
 
 
+class RequestTimeout(RequestError):
+    """The client stopped sending the request body; the connection is closed."""
+
+    status = 408
+
+
 class Conflict(RequestError):
     """The data set or token exists already."""
 
@@ -128,6 +136,12 @@ class UnsupportedMediaType(RequestError):
     """The body is not labelled as JSON."""
 
     status = 415
+
+
+class TooManyRequests(RequestError):
+    """Over a rate limit: the token or the client address sent too many."""
+
+    status = 429
 
 
 class ServiceUnavailable(RequestError):

@@ -57,3 +57,18 @@ def buckets(period: str, start: datetime, end: datetime) -> Iterator[datetime]:
     while current < end:
         yield current
         current = add(period, current, 1)
+
+
+def count(period: str, start: datetime, end: datetime) -> int:
+    """How many periods `buckets` yields for [start, end), or slightly more.
+
+    Exact for hour, day and week; for months, quarters and years it may count
+    one more (they are few: at most 120,000 months fit in the years 1..9999).
+    """
+    first = start_of(period, start)
+    if end <= first:
+        return 0
+    if period in _FIXED:
+        return -(-(end - first) // _FIXED[period])
+    months = (end.year - first.year) * 12 + end.month - first.month
+    return months // _MONTHS[period] + 1

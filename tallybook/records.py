@@ -50,6 +50,7 @@ class Limits:
     max_keys: int = 256
     max_key_length: int = 128
     max_string_length: int = 65_536
+    max_id_length: int = MAX_ID_LENGTH
 
 
 class Record(NamedTuple):
@@ -252,8 +253,12 @@ class _Checker:
         return kind is bool or value is None
 
     def add(self, index: int, field: str | None, text: str) -> None:
+        # A key may hold a lone surrogate (JSON's "\ud800"), which no JSON
+        # encoder can write back: show it escaped, as the body spelled it.
+        field = None if field is None else _printable(field)
         where = f"record {index}: " + (f"{field} " if field else "")
-        self.problems.append(Problem(where + text, index=index, field=field))
+        message = _printable(where + text)
+        self.problems.append(Problem(message, index=index, field=field))
 
     def check_key(self, index: int, key: str) -> None:
         if key in _known_keys:
@@ -363,12 +368,14 @@ class _Checker:
     def check_id(self, index: int, value: Any) -> None:
         if type(value) is not str:
             self.add(index, "_id", f"must be a string, not {_json_kind(value)}.")
-        elif not value or len(value) > MAX_ID_LENGTH or _SPACE.search(value):
+        elif (
+            not value or len(value) > self.limits.max_id_length or _SPACE.search(value)
+        ):
             self.add(
                 index,
                 "_id",
                 f"{_quote(value)} is not a valid id; use 1 to "
-                f"{MAX_ID_LENGTH} characters with no whitespace.",
+                f"{self.limits.max_id_length} characters with no whitespace.",
             )
 
     def build(
@@ -443,6 +450,13 @@ def _json_kind(value: Any) -> str:
     if isinstance(value, str):
         return "a string"
     return "an array" if isinstance(value, list) else "an object"
+
+
+def _printable(text: str) -> str:
+    """The text with each lone surrogate written as a backslash escape."""
+    if text.isascii():
+        return text
+    return text.encode("utf-8", "backslashreplace").decode("utf-8")
 
 
 def _quote(value: str) -> str:

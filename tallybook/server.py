@@ -17,6 +17,8 @@ import uvicorn
 from starlette.applications import Starlette
 
 from tallybook.app import create_app
+from tallybook.http.protocol import GuardedProtocol
+from tallybook.http.ratelimit import check_settings
 from tallybook.settings import Settings
 
 logger = logging.getLogger(__name__)
@@ -44,19 +46,21 @@ def run(settings: Settings) -> None:
     `TALLYBOOK_*` environment.
 
     Raises:
-        ValueError: several workers were asked for on a SQLite store.
+        ValueError: several workers were asked for on a SQLite store, or with
+            rate limits but no Redis to share their counts.
     """
     if settings.workers > 1 and "://" not in settings.store:
         raise ValueError(
             "Several workers need the PostgreSQL store: SQLite's group commit "
             "works within one process. Use --workers 1 or a postgresql:// store."
         )
+    check_settings(settings)
     os.environ.update(_environment(settings))
     options: dict[str, Any] = {
         "host": settings.host,
         "port": settings.port,
         "loop": "uvloop",
-        "http": "httptools",
+        "http": GuardedProtocol,
         "lifespan": "on",
         "log_config": None,
         "access_log": False,
@@ -76,6 +80,7 @@ def serving_app(settings: Settings | None = None) -> Starlette:
     settings = settings or Settings.from_env()
     _configure_logging(settings)
     tune_malloc()
+    GuardedProtocol.header_timeout = settings.header_timeout
     app = create_app(settings)
     # Objects made at start-up live as long as the process: freezing them
     # keeps the garbage collector from walking them again and again, and a

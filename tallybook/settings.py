@@ -46,6 +46,37 @@ class Settings:
     max_string_length: int = _setting(
         65_536, "Longest string value accepted, in characters."
     )
+    max_id_length: int = _setting(512, "Longest `_id` accepted, in characters.")
+    header_timeout: int = _setting(
+        10,
+        "Seconds a client may take to send a request's headers, counted from "
+        "when it connects or starts the request.",
+    )
+    body_timeout: int = _setting(
+        30, "Seconds a client may pause while sending a request body."
+    )
+    rate_limit_token: int = _setting(
+        0, "Most requests per window with one token (429 beyond); 0 for no limit."
+    )
+    rate_limit_address: int = _setting(
+        0, "Most requests per window from one client address; 0 for no limit."
+    )
+    rate_limit_window: int = _setting(
+        60, "Seconds in a rate-limit window, counted from a key's first request."
+    )
+    rate_limit_redis: str = field(
+        default="",
+        repr=False,  # it may carry a password
+        metadata={
+            "help": "A redis:// URL where server processes share rate-limit "
+            "counts; needed when rate limits are on and workers > 1."
+        },
+    )
+    rate_limit_prefix: str = _setting(
+        "tallybook:ratelimit",
+        "Prefix of the rate-limit keys in Redis, to share one Redis between "
+        "deployments.",
+    )
     parse_workers: int = _setting(
         1, "Helper processes that parse large bodies; 0 parses in the server."
     )

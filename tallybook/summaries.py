@@ -131,8 +131,11 @@ def _grouping(values: list[Any], known: dict[Any, str]) -> str:
     """The JSON text of the group values, remembered while they are hashable.
 
     Types are part of the key: `true`, `1` and `1.0` are equal in Python but
-    are different groups.
+    are different groups. Floats are never remembered: `0.0` and `-0.0` are
+    equal too, and their texts differ.
     """
+    if float in map(type, values):
+        return _json(values)
     try:
         key = (tuple(values), tuple(map(type, values)))
         return known[key]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import socket
@@ -78,6 +79,17 @@ class LiveServer:
         self.process = None
         return code
 
+    def kill(self) -> list[int]:
+        """SIGKILL the server as a crash would; return its helpers' pids.
+
+        The helpers (the parser pool and multiprocessing's resource tracker)
+        must then end by themselves: `helpers_left` tells whether they did.
+        """
+        assert self.process is not None
+        helpers = descendants(self.process.pid)
+        self.stop(signal.SIGKILL)
+        return helpers
+
     def send_raw(self, request: bytes) -> tuple[int, dict[str, str], bytes]:
         """Send raw request bytes; return the status, headers and body."""
         with socket.create_connection(("127.0.0.1", self.port), timeout=10) as conn:
@@ -90,6 +102,41 @@ class LiveServer:
             while len(body) < int(headers.get("content-length", "0")):
                 body += _receive(conn)
         return status, headers, body
+
+
+def descendants(root: int) -> list[int]:
+    """The pids of a process's children, their children, and so on."""
+    parents: dict[int, int] = {}
+    for entry in Path("/proc").iterdir():
+        with contextlib.suppress(OSError, ValueError, IndexError):
+            stat = (entry / "stat").read_text()
+            parents[int(entry.name)] = int(stat[stat.rindex(")") + 2 :].split()[1])
+    found, todo = [], [root]
+    while todo:
+        parent = todo.pop()
+        children = [pid for pid, ppid in parents.items() if ppid == parent]
+        found += children
+        todo += children
+    return found
+
+
+def helpers_left(pids: list[int], seconds: float = 10) -> list[int]:
+    """The pids still running after waiting up to `seconds` for them to end."""
+    deadline = time.monotonic() + seconds
+    while True:
+        alive = [pid for pid in pids if _running(pid)]
+        if not alive or time.monotonic() > deadline:
+            return alive
+        time.sleep(0.1)
+
+
+def _running(pid: int) -> bool:
+    """Whether the process exists and is not a zombie waiting to be reaped."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return False
+    return stat[stat.rindex(")") + 2] != "Z"
 
 
 def _receive(conn: socket.socket) -> bytes:

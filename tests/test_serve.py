@@ -12,7 +12,7 @@ from pathlib import Path
 import httpx2 as httpx
 
 from tests.conftest import ALPHA
-from tests.server import LiveServer
+from tests.server import LiveServer, helpers_left
 
 PATH = "/data/test-group/test-type"
 READ = {"Authorization": f"Bearer {ALPHA}"}
@@ -62,6 +62,16 @@ def test_serve_acknowledged_writes_survive_sigkill(
 
     with LiveServer(store, tmp_path / "again.log") as again:
         assert _count(again) == 20
+
+
+def test_serve_helpers_end_with_a_killed_server(server: LiveServer) -> None:
+    big = [{"_id": f"h{i}", "_timestamp": "2014-01-06T00:00:00Z", "pad": "x" * 100}
+           for i in range(500)]  # fmt: skip
+    answer = httpx.post(server.url + PATH, json=big, headers=READ, timeout=30)
+    assert answer.status_code == 200  # parsed in the helper process (>= 32 KiB)
+    helpers = server.kill()
+    assert helpers, "the parser pool should have started"
+    assert helpers_left(helpers) == []
 
 
 def test_serve_client_leaving_mid_body_stores_nothing(server: LiveServer) -> None:

@@ -14,7 +14,7 @@ import sqlite3
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
-from urllib.parse import parse_qsl
+from urllib.parse import parse_qsl, quote
 
 import pytest
 from starlette.testclient import TestClient
@@ -278,3 +278,69 @@ def test_sqlite_store_of_schema_1_is_upgraded(tmp_path: Path) -> None:
         "group_by": ["a"],
         "collect": ["b"],
     }
+
+
+def _both(client: TestClient, query: str) -> tuple[Any, Any]:
+    """The answers from the summary and from the records (window shifted)."""
+    from_records = json.dumps(_read(client, query, SHIFTED)).replace(
+        "2013-03-01T00:00:01+00:00", "2013-03-01T00:00:00+00:00"
+    )
+    return _read(client, query), json.loads(from_records)
+
+
+@pytest.fixture
+def plain_summary(client: TestClient, store: str) -> TestClient:
+    """The data set with the summary `a:v` and no records."""
+    _summarise(store, "a:v")
+    return client
+
+
+def _at(hour: int, **fields: Any) -> dict[str, Any]:
+    return {"_timestamp": f"2013-03-01T{hour:02d}:05:00Z", **fields}
+
+
+def test_summary_keeps_zero_and_negative_zero_apart(plain_summary: TestClient) -> None:
+    batch = [_at(1, a=0.0, v=1), _at(1, a=-0.0, v=2), _at(1, _id="z", a="k", v=3)]
+    assert plain_summary.post(PATH, json=batch, headers=auth()).status_code == 200
+    replaced = [_at(1, _id="z", a="k", v=4)]  # makes the hour be counted again
+    assert plain_summary.post(PATH, json=replaced, headers=auth()).status_code == 200
+    summary, records = _both(plain_summary, "group_by=a&collect=v:sum")
+    assert summary == records and len(summary) == 3
+
+
+def test_summary_totals_past_64_bits_become_floats(plain_summary: TestClient) -> None:
+    big = 9_000_000_000_000_000_000
+    writes = [
+        [_at(1, a="x", v=big), _at(1, a="x", v=big)],  # one hour's cell
+        [_at(2, a="x", v=big)],  # the day's cell
+        [_at(3, _id="r", a="x", v=1)],
+        [_at(3, _id="r", a="x", v=2)],  # a replacement: the day is added up again
+    ]
+    for batch in writes:
+        assert plain_summary.post(PATH, json=batch, headers=auth()).status_code == 200
+    for query in (
+        "group_by=a&collect=v:sum&collect=v:mean",
+        "period=day&collect=v:sum",
+    ):
+        summary, records = _both(plain_summary, query)
+        assert summary == records, query
+    assert summary[0]["v:sum"] == pytest.approx(3 * big + 2)
+
+
+def test_summary_of_long_group_values(plain_summary: TestClient) -> None:
+    long = "x" * 20_000
+    batch = [_at(1, a=long, v=1), _at(2, a=long, v=2)]
+    assert plain_summary.post(PATH, json=batch, headers=auth()).status_code == 200
+    summary, records = _both(plain_summary, "group_by=a&collect=v:sum")
+    assert summary == records == [{"a": long, "_count": 2, "v:sum": 3}]
+
+
+@pytest.mark.parametrize("text", ["1_000", "+1000", ".5", " 1000", "1e400"])
+def test_filter_values_that_python_reads_as_numbers_match_text_only(
+    plain_summary: TestClient, text: str
+) -> None:
+    batch = [_at(1, a=1000, v=1), _at(1, a=0.5, v=1), _at(1, a=text, v=2)]
+    assert plain_summary.post(PATH, json=batch, headers=auth()).status_code == 200
+    query = f"group_by=a&filter_by=a:{quote(text)}&collect=v:sum"
+    summary, records = _both(plain_summary, query)
+    assert summary == records == [{"a": text, "_count": 1, "v:sum": 2}]

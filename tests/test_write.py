@@ -247,6 +247,8 @@ def test_write_json_error_says_where(client: TestClient) -> None:
                      id="key-length"),
         pytest.param({"max_string_length": 3}, {"_timestamp": DAY, "s": "abcd"}, 400,
                      id="string-length"),
+        pytest.param({"max_id_length": 3}, {"_timestamp": DAY, "_id": "abcd"}, 400,
+                     id="id-length"),
     ],
 )  # fmt: skip
 def test_write_limits_are_settings(

@@ -11,8 +11,13 @@ Small bodies are parsed in place: a process hop costs more than it saves.
 from __future__ import annotations
 
 import asyncio
+import ctypes
+import ctypes.util
 import logging
 import multiprocessing
+import os
+import signal
+import sys
 from concurrent.futures import ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from functools import partial
@@ -21,6 +26,7 @@ from tallybook import records
 from tallybook.datasets import DataSet
 
 logger = logging.getLogger(__name__)
+_PR_SET_PDEATHSIG = 1  # linux/prctl.h
 
 
 class BatchParser:
@@ -55,7 +61,12 @@ class BatchParser:
             # spawn, not fork: the server process has threads (the SQLite
             # writer), and forking a threaded process can copy held locks.
             context = multiprocessing.get_context("spawn")
-            self._pool = ProcessPoolExecutor(self.workers, mp_context=context)
+            self._pool = ProcessPoolExecutor(
+                self.workers,
+                mp_context=context,
+                initializer=end_with_parent,
+                initargs=(os.getpid(),),
+            )
         return self._pool
 
     def close(self) -> None:
@@ -63,3 +74,19 @@ class BatchParser:
         if self._pool is not None:
             self._pool.shutdown(wait=True, cancel_futures=True)
             self._pool = None
+
+
+def end_with_parent(parent: int) -> None:
+    """In a helper process: die with the server, even when it is SIGKILLed.
+
+    Without this, a killed server leaves its helpers (and multiprocessing's
+    resource tracker, which waits for them) running for ever. Linux sends
+    the signal asked for with PR_SET_PDEATHSIG when the parent dies; if it
+    died before the request took effect, the parent id has changed already.
+    """
+    name = ctypes.util.find_library("c")
+    if not sys.platform.startswith("linux") or name is None:
+        return
+    ctypes.CDLL(name).prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
+    if os.getppid() != parent:
+        os._exit(1)

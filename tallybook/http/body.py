@@ -2,11 +2,18 @@
 
 from __future__ import annotations
 
+import asyncio
 import zlib
+from collections.abc import AsyncIterator
 
 from starlette.requests import Request
 
-from tallybook.errors import InvalidRequest, PayloadTooLarge, UnsupportedMediaType
+from tallybook.errors import (
+    InvalidRequest,
+    PayloadTooLarge,
+    RequestTimeout,
+    UnsupportedMediaType,
+)
 from tallybook.settings import Settings
 
 _GZIP_WBITS = 16 + zlib.MAX_WBITS
@@ -37,6 +44,7 @@ async def read_body(request: Request, settings: Settings) -> bytes:
         PayloadTooLarge: over the body or decoded-size limit.
         InvalidRequest: a compressed body that is corrupt or cut short.
         UnsupportedMediaType: a content coding other than gzip or deflate.
+        RequestTimeout: the client paused longer than `body_timeout`.
     """
     limit = settings.max_body_bytes
     declared = request.headers.get("content-length", "")
@@ -45,7 +53,7 @@ async def read_body(request: Request, settings: Settings) -> bytes:
     inflater = _inflater(request.headers.get("content-encoding"), settings)
     chunks: list[bytes] = []
     size = 0
-    async for chunk in request.stream():
+    async for chunk in _timed(request.stream(), settings.body_timeout):
         size += len(chunk)
         if size > limit:
             raise _too_large(limit, "request body")
@@ -53,6 +61,24 @@ async def read_body(request: Request, settings: Settings) -> bytes:
     if inflater and size:
         inflater.finish()
     return b"".join(chunks)
+
+
+async def _timed(chunks: AsyncIterator[bytes], seconds: float) -> AsyncIterator[bytes]:
+    """The chunks of a body, as long as none is more than `seconds` late."""
+    iterator = aiter(chunks)
+    while True:
+        try:
+            async with asyncio.timeout(seconds):
+                chunk = await anext(iterator)
+        except StopAsyncIteration:
+            return
+        except TimeoutError:
+            raise RequestTimeout(
+                f"The request body stopped arriving for {seconds:g} seconds; "
+                "nothing was stored. Send the whole body without pausing.",
+                headers={"Connection": "close"},
+            ) from None
+        yield chunk
 
 
 def _too_large(limit: int, what: str) -> PayloadTooLarge:

@@ -21,6 +21,7 @@ _REFUSALS = {
     404: "not_found",
     413: "too_large",
     415: "media_type",
+    429: "rate_limited",
     503: "store_unavailable",
 }
 _STORE_ERRORS = {500: "internal", 503: "unavailable"}
@@ -61,6 +62,17 @@ class Metrics:
             "tallybook_aggregate_reads",
             "Aggregate reads, by what answered: a data set's summary or its records.",
             ["source"],
+            registry=self.registry,
+        )
+        self.rate_limited = Counter(
+            "tallybook_rate_limited",
+            "Requests refused with 429, by the limit gone over: token or address.",
+            ["limit"],
+            registry=self.registry,
+        )
+        self.rate_limit_unchecked = Counter(
+            "tallybook_rate_limit_unchecked",
+            "Requests let through without a rate-limit check: Redis failed.",
             registry=self.registry,
         )
         self.store_errors = Counter(

@@ -95,7 +95,7 @@ def _read_operation(summary: str, parameters: list[Any]) -> dict[str, Any]:
         "parameters": parameters + query,
         "responses": {
             "200": _json("The records in order", data),
-            **_errors(400, 401, 403, 404, 503),
+            **_errors(400, 401, 403, 404, 429, 503),
         },
     }
 
@@ -114,7 +114,7 @@ def _write_operation(
         "requestBody": _body(batch),
         "responses": {
             "200": _json("Stored, durably", ok),
-            **_errors(400, 401, 403, 404, 413, 415, 503),
+            **_errors(400, 401, 403, 404, 413, 415, 429, 503),
         },
     }
 
@@ -184,7 +184,7 @@ def _admin(
         "parameters": parameters,
         "responses": {
             str(status): _json(summary, _ref(answer)),
-            **_errors(400, 401, 403, 404, 409, 413, 415, 503),
+            **_errors(400, 401, 403, 404, 409, 413, 415, 429, 503),
         },
     }
     if body is not None:
@@ -403,6 +403,25 @@ def _responses() -> dict[str, Any]:
         409: "The data set or token exists already",
         413: "The body is over a configured limit",
         415: "The body is not application/json, or has an unknown coding",
+        429: "Over a rate limit; retry after Retry-After seconds",
         503: "The store cannot be reached; retry after Retry-After seconds",
     }
-    return {str(s): _json(text, _ref("Error")) for s, text in reasons.items()}
+    answers = {str(s): _json(text, _ref("Error")) for s, text in reasons.items()}
+    answers["429"]["headers"] = _rate_limit_headers()
+    return answers
+
+
+def _rate_limit_headers() -> dict[str, Any]:
+    """The fields of draft-ietf-httpapi-ratelimit-headers-06, and Retry-After."""
+    fields = {
+        "Retry-After": "Seconds to wait before sending again",
+        "RateLimit-Limit": "Requests allowed in a window, by the closest limit",
+        "RateLimit-Remaining": "Requests left in the window (0 when refused)",
+        "RateLimit-Reset": "Seconds until the window ends",
+        "RateLimit-Policy": "Every limit that applies, as limit;w=seconds",
+    }
+    integer, text = {"type": "integer"}, {"type": "string"}
+    return {
+        name: {"description": about, "schema": text if "Policy" in name else integer}
+        for name, about in fields.items()
+    }

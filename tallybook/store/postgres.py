@@ -168,6 +168,8 @@ class PostgresStore(Store):
 
     async def get_data_set(self, name: str) -> DataSet | None:
         """Return the data set with this name, if any."""
+        if "\x00" in name:
+            return None  # no data set has one: PostgreSQL text cannot hold U+0000
         sql = f"SELECT {_DATA_SET_COLUMNS} FROM data_sets d WHERE d.name = $1"
         row = await self._run(lambda db: db.fetchrow(sql, name))
         return None if row is None else _data_set(row)
@@ -543,7 +545,9 @@ async def _insert_token(
     data_set_id = None
     if token.data_set_name is not None:
         sql = "SELECT id FROM data_sets WHERE name = $1"
-        data_set_id = await db.fetchval(sql, token.data_set_name)
+        # No data set name holds U+0000, which PostgreSQL text cannot hold.
+        if "\x00" not in token.data_set_name:
+            data_set_id = await db.fetchval(sql, token.data_set_name)
         if data_set_id is None:
             raise DataSetNotFound(f"no data set is named {token.data_set_name}")
     try:

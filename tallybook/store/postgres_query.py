@@ -13,7 +13,7 @@ from decimal import Decimal
 from typing import Any
 
 from tallybook import summaries
-from tallybook.query import Collect, Query
+from tallybook.query import Collect, Query, filter_number
 from tallybook.summaries import Summary
 
 _MICROS = "timestamptz 'epoch' + interval '1 microsecond' * "
@@ -68,11 +68,7 @@ def _typed(text: str) -> list[str]:
     """The JSON values besides the text that a filter's text stands for."""
     if text in ("true", "false"):
         return [text]
-    try:
-        number = float(text)
-    except ValueError:
-        return []
-    return [text] if number == number and abs(number) != float("inf") else []
+    return [] if filter_number(text) is None else [text]
 
 
 def raw(data_set_id: int, query: Query) -> Statement:
@@ -211,5 +207,7 @@ def _value(value: Any, collect: Collect) -> Any:
         return float(value)
     if isinstance(value, Decimal):
         text = str(value)
-        return int(text) if text.lstrip("-").isdigit() else float(value)
+        whole = text.lstrip("-").isdigit() and -(2**63) <= value < 2**63
+        # Past 64 bits a sum is a float, as on SQLite (and as JSON tools read it).
+        return int(text) if whole else float(value)
     return value

@@ -66,9 +66,12 @@ MIGRATIONS = (
         field text COLLATE "C" NOT NULL,
         count bigint NOT NULL,
         numbers bigint NOT NULL,
-        total numeric,
-        PRIMARY KEY (data_set_id, span, timestamp, grouping, field)
+        total numeric
     );
+    -- Keyed by a digest of the grouping: a btree entry holds at most 2704
+    -- bytes, and group values may be long.
+    CREATE UNIQUE INDEX summaries_cells
+        ON summaries (data_set_id, span, timestamp, md5(grouping), field);
     """,
 )
 LATEST = len(MIGRATIONS)

@@ -34,7 +34,7 @@ _SPANS = {summaries.HOUR: "hour", summaries.DAY: "day"}
 SPANS = tuple(_SPANS)
 _MICROS = "timestamptz 'epoch' + interval '1 microsecond' * "
 _ADD = """
-ON CONFLICT (data_set_id, span, timestamp, grouping, field) DO UPDATE SET
+ON CONFLICT (data_set_id, span, timestamp, md5(grouping), field) DO UPDATE SET
     count = summaries.count + excluded.count,
     numbers = summaries.numbers + excluded.numbers,
     total = CASE WHEN excluded.total IS NULL THEN summaries.total

@@ -14,7 +14,7 @@ import hmac
 import json
 import sqlite3
 import time
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -118,6 +118,11 @@ _TOKEN_COLUMNS = (
     "t.revoked_at, t.last_used_at"
 )
 _PAGE = 1000
+# Page caches, in KiB. The writer's lives as long as the process, so it is
+# kept small (pages it evicts stay in the OS's cache); each read's lives for
+# one query, and large aggregates gain from a large one.
+WRITER_CACHE_KIB = 8 * 1024
+READER_CACHE_KIB = 2 * 1024
 
 
 class SQLiteStore(Store):
@@ -125,7 +130,9 @@ class SQLiteStore(Store):
 
     def __init__(self, path: str | Path) -> None:
         self.path = Path(path)
-        self._committer = GroupCommitter(self._connect)
+        self._committer = GroupCommitter(
+            lambda: self._connect(cache_kib=WRITER_CACHE_KIB)
+        )
         self._lookup: sqlite3.Connection | None = None
 
     @property
@@ -156,7 +163,7 @@ class SQLiteStore(Store):
             self._lookup.close()
             self._lookup = None
 
-    def _connect(self) -> sqlite3.Connection:
+    def _connect(self, cache_kib: int = READER_CACHE_KIB) -> sqlite3.Connection:
         try:
             connection = sqlite3.connect(
                 self.path, isolation_level=None, check_same_thread=False
@@ -171,7 +178,7 @@ class SQLiteStore(Store):
         connection.execute("PRAGMA synchronous = FULL")
         connection.execute("PRAGMA foreign_keys = ON")
         connection.execute("PRAGMA busy_timeout = 10000")
-        connection.execute("PRAGMA cache_size = -65536")
+        connection.execute(f"PRAGMA cache_size = -{int(cache_kib)}")
         return connection
 
     @property
@@ -318,14 +325,15 @@ class SQLiteStore(Store):
                 summarised = sqlite_summary.current(connection, data_set)
                 summary = None if summarised is None else summarised.summary
                 from_summary = summary is not None and summary.serves(query)
-                statement = (
-                    sqlite_query.summed(data_set_id, query, by_period, summary)
-                    if summary is not None and from_summary
-                    else sqlite_query.aggregate(data_set_id, query, by_period)
-                )
-                sql = " ".join(statement.parts)
-                rows = connection.execute(sql, statement.values).fetchall()
-                return rows, from_summary
+
+                def statement(exact: bool) -> sqlite_query.Statement:
+                    if summary is not None and from_summary:
+                        return sqlite_query.summed(
+                            data_set_id, query, by_period, summary, exact
+                        )
+                    return sqlite_query.aggregate(data_set_id, query, by_period, exact)
+
+                return _fetch_all(connection, statement), from_summary
             finally:
                 connection.close()
 
@@ -336,6 +344,21 @@ class SQLiteStore(Store):
     def _execute(self, statement: sqlite_query.Statement) -> sqlite3.Cursor:
         sql = " ".join(statement.parts)
         return self._connect().execute(sql, statement.values)
+
+
+def _fetch_all(
+    connection: sqlite3.Connection,
+    statement: Callable[[bool], sqlite_query.Statement],
+) -> list[Any]:
+    """Run an aggregate exactly; past 64-bit sums, run it again in floats."""
+    for exact in (True, False):
+        built = statement(exact)
+        try:
+            return connection.execute(" ".join(built.parts), built.values).fetchall()
+        except sqlite3.OperationalError as exc:
+            if not exact or str(exc) != "integer overflow":
+                raise
+    raise AssertionError("unreachable")
 
 
 def _apply_schema(connection: sqlite3.Connection) -> None:

@@ -12,7 +12,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from tallybook import summaries, timestamps
-from tallybook.query import Query
+from tallybook.query import Query, filter_number
 from tallybook.summaries import Summary
 
 _NUMERIC = "('integer', 'real')"
@@ -78,7 +78,7 @@ def where(statement: Statement, data_set_id: int, query: Query) -> None:
 
 def _equals(statement: Statement, column: str, path: str, value: str) -> None:
     """Match the text, or the number or boolean the text spells."""
-    number = _number(value)
+    number = filter_number(value)
     json_type, extract = f"json_type({column}, ?)", f"json_extract({column}, ?)"
     statement.add(
         f"AND CASE {json_type} WHEN 'text' THEN {extract} = ? "
@@ -95,17 +95,6 @@ def _equals(statement: Statement, column: str, path: str, value: str) -> None:
         value == "true",
         value == "false",
     )
-
-
-def _number(text: str) -> int | float | None:
-    try:
-        return int(text)
-    except ValueError:
-        pass
-    try:
-        return float(text)
-    except ValueError:
-        return None
 
 
 def raw(data_set_id: int, query: Query) -> Statement:
@@ -125,7 +114,9 @@ def raw(data_set_id: int, query: Query) -> Statement:
     return statement
 
 
-def aggregate(data_set_id: int, query: Query, by_period: bool) -> Statement:
+def aggregate(
+    data_set_id: int, query: Query, by_period: bool, exact: bool = True
+) -> Statement:
     """Counts and collects per group (and per period when `by_period`).
 
     An inner SELECT reads each field once per record (every JSON call parses
@@ -153,7 +144,7 @@ def aggregate(data_set_id: int, query: Query, by_period: bool) -> Statement:
     statement = Statement()
     statement.add(f"SELECT {', '.join(keys)}, b, count(*)")
     for n, collect in enumerate(query.collect):
-        statement.add(_collected(n, collect.method))
+        statement.add(_collected(n, collect.method, exact))
     statement.add("FROM (" + " ".join(inner.parts) + ")", *inner.values)
     present = [
         f"g{n} IS NOT NULL AND g{n} != 'null'" for n in range(len(query.group_by))
@@ -164,8 +155,25 @@ def aggregate(data_set_id: int, query: Query, by_period: bool) -> Statement:
     return statement
 
 
+def total(expression: str, exact: bool, only: str = "") -> str:
+    """SQL adding up `expression` (NULL when there is nothing to add).
+
+    `sum()` keeps whole numbers whole but fails past 64 bits ("integer
+    overflow"); the inexact form adds as floats. Stores try the exact form
+    and fall back to the other. `only` is a FILTER clause for both calls.
+    """
+    if exact:
+        return f"sum({expression}) {only}"
+    present = f"count({expression}) {only} > 0"
+    return f"CASE WHEN {present} THEN total({expression}) {only} END"
+
+
 def summed(
-    data_set_id: int, query: Query, by_period: bool, summary: Summary
+    data_set_id: int,
+    query: Query,
+    by_period: bool,
+    summary: Summary,
+    exact: bool = True,
 ) -> Statement:
     """What `aggregate` answers, added up from the summary's cells.
 
@@ -198,7 +206,7 @@ def summed(
         summaries.COUNT,
     )
     for collect in query.collect:
-        _summed(statement, collect.field, collect.method)
+        _summed(statement, collect.field, collect.method, exact)
     statement.add("FROM (" + " ".join(inner.parts) + ")", *inner.values)
     present = [
         f"g{n} IS NOT NULL AND g{n} != 'null'" for n in range(len(query.group_by))
@@ -212,15 +220,14 @@ def summed(
     return statement
 
 
-def _summed(statement: Statement, field: str, method: str) -> None:
+def _summed(statement: Statement, field: str, method: str, exact: bool) -> None:
     """Add one collect from cells: its value, its counts of non-numbers and numbers."""
     only = "FILTER (WHERE field = ?)"
     if method == "sum":
-        statement.add(f", sum(total) {only}", field)
+        fields = [field] if exact else [field, field]
+        statement.add(", " + total("total", exact, only), *fields)
     elif method == "mean":
-        statement.add(
-            f", CAST(sum(total) {only} AS REAL) / sum(numbers) {only}", field, field
-        )
+        statement.add(f", total(total) {only} / sum(numbers) {only}", field, field)
     else:
         statement.add(f", coalesce(sum(count) {only}, 0)", field)
     statement.add(
@@ -230,13 +237,13 @@ def _summed(statement: Statement, field: str, method: str) -> None:
     )
 
 
-def _collected(n: int, method: str) -> str:
+def _collected(n: int, method: str, exact: bool) -> str:
     """The aggregate of one collect, its count of non-numbers and of numbers."""
     numeric = f"t{n} IN {_NUMERIC}"
-    if method in ("sum", "mean"):
-        value = (
-            f"{'sum' if method == 'sum' else 'avg'}(CASE WHEN {numeric} THEN v{n} END)"
-        )
+    if method == "sum":
+        value = total(f"CASE WHEN {numeric} THEN v{n} END", exact)
+    elif method == "mean":
+        value = f"avg(CASE WHEN {numeric} THEN v{n} END)"
     elif method == "count":
         value = f"count(CASE WHEN t{n} != 'null' THEN 1 END)"
     else:

@@ -18,6 +18,7 @@ import orjson
 from tallybook import summaries
 from tallybook.datasets import DataSet
 from tallybook.records import Record
+from tallybook.store import sqlite_query
 from tallybook.store.base import stored_id
 from tallybook.summaries import DAY, HOUR, SPANS, Cell, Key, Summary
 
@@ -32,14 +33,14 @@ ON CONFLICT (data_set_id, span, timestamp, grouping, field) DO UPDATE SET
         WHEN total IS NULL THEN excluded.total
         ELSE total + excluded.total END
 """
-_DAY_FROM_HOURS = f"""
+_DAY_FROM_HOURS = """
 INSERT INTO summaries
     (data_set_id, span, timestamp, grouping, field, count, numbers, total)
-SELECT data_set_id, {DAY}, :day, grouping, field, sum(count), sum(numbers),
-    sum(total)
+SELECT data_set_id, {day_span}, :day, grouping, field, sum(count), sum(numbers),
+    {total}
 FROM summaries
-WHERE data_set_id = :data_set AND span = {HOUR}
-    AND timestamp >= :day AND timestamp < :day + {DAY}
+WHERE data_set_id = :data_set AND span = {hour_span}
+    AND timestamp >= :day AND timestamp < :day + {day_span}
 GROUP BY grouping, field
 """
 _PAGE = 10_000
@@ -116,7 +117,21 @@ def recount(
             "AND timestamp = ?",
             (data_set_id, DAY, day),
         )
-        db.execute(_DAY_FROM_HOURS, {"day": day, "data_set": data_set_id})
+        _day_from_hours(db, data_set_id, day)
+
+
+def _day_from_hours(db: sqlite3.Connection, data_set_id: int, day: int) -> None:
+    """Add up a day's hour cells into its day cells; floats past 64 bits."""
+    for exact in (True, False):
+        sql = _DAY_FROM_HOURS.format(
+            day_span=DAY, hour_span=HOUR, total=sqlite_query.total("total", exact)
+        )
+        try:
+            db.execute(sql, {"day": day, "data_set": data_set_id})
+            return
+        except sqlite3.OperationalError as exc:
+            if not exact or str(exc) != "integer overflow":
+                raise
 
 
 def _cells_between(
@@ -144,10 +159,17 @@ def _store(db: sqlite3.Connection, data_set: DataSet, found: dict[Key, Cell]) ->
     db.executemany(
         _ADD,
         [
-            (data_set_id, *key, cell.count, cell.numbers, cell.total)
+            (data_set_id, *key, cell.count, cell.numbers, _storable(cell.total))
             for key, cell in found.items()
         ],
     )
+
+
+def _storable(total: float | None) -> float | None:
+    """A total SQLite can hold: past 64 bits a whole number becomes a float."""
+    if isinstance(total, int) and not -(2**63) <= total < 2**63:
+        return float(total)
+    return total
 
 
 def _summary(data_set: DataSet) -> Summary:

@@ -1,0 +1,97 @@
+"""uvicorn's HTTP protocol with a deadline for headers and JSON answers.
+
+uvicorn waits for a request's headers as long as the client likes: a client
+that connects and sends nothing, or sends its headers a byte at a time, holds
+a connection (and a little memory) for ever. `GuardedProtocol` gives each
+connection `header_timeout` seconds, from when it is made or a new request
+starts, to finish sending the headers; then it answers 408 and closes.
+
+It also answers requests that are not HTTP at all with tallybook's JSON
+error body instead of uvicorn's plain text.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import Any
+
+import orjson
+from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
+
+from tallybook.errors import Problem
+from tallybook.http.responses import error_body
+
+logger = logging.getLogger(__name__)
+_REASONS = {400: b"Bad Request", 408: b"Request Timeout"}
+
+
+class GuardedProtocol(HttpToolsProtocol):
+    """HttpToolsProtocol with a header deadline and JSON error answers.
+
+    `header_timeout` is set from the settings by each server process as it
+    builds its application (`tallybook.server.serving_app`).
+    """
+
+    header_timeout: float = 10.0
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._deadline: asyncio.TimerHandle | None = None
+
+    def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
+        """Start the clock for the first request's headers."""
+        super().connection_made(transport)
+        self._arm()
+
+    def on_message_begin(self) -> None:
+        """Start the clock for this request's headers."""
+        super().on_message_begin()
+        self._arm()
+
+    def on_headers_complete(self) -> None:
+        """The headers arrived in time: stop the clock."""
+        self._disarm()
+        super().on_headers_complete()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        """Stop the clock of a connection that went away."""
+        self._disarm()
+        super().connection_lost(exc)
+
+    def send_400_response(self, msg: str) -> None:
+        """Answer bytes that are not an HTTP request with a JSON 400."""
+        self._disarm()
+        self._refuse(400, "The request is not valid HTTP/1.1.")
+
+    def _arm(self) -> None:
+        self._disarm()
+        self._deadline = self.loop.call_later(self.header_timeout, self._expire)
+
+    def _disarm(self) -> None:
+        if self._deadline is not None:
+            self._deadline.cancel()
+            self._deadline = None
+
+    def _expire(self) -> None:
+        self._deadline = None
+        if self.transport.is_closing():
+            return
+        logger.info("closed a connection whose request headers were late")
+        self._refuse(
+            408,
+            f"The request headers did not arrive within {self.header_timeout:g} "
+            "seconds; the connection is closed.",
+        )
+
+    def _refuse(self, status: int, message: str) -> None:
+        """Write a JSON error answer and close the connection."""
+        body = orjson.dumps(error_body(message, [Problem(message)]))
+        head = (
+            f"HTTP/1.1 {status} ".encode() + _REASONS[status] + b"\r\n"
+            b"content-type: application/json\r\n"
+            b"content-length: " + str(len(body)).encode() + b"\r\n"
+            b"connection: close\r\n\r\n"
+        )
+        self.transport.write(head + body)
+        self.transport.close()
