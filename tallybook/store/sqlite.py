@@ -122,7 +122,7 @@ _PAGE = 1000
 # kept small (pages it evicts stay in the OS's cache); each read's lives for
 # one query, and large aggregates gain from a large one.
 WRITER_CACHE_KIB = 8 * 1024
-READER_CACHE_KIB = 2 * 1024
+READER_CACHE_KIB = 64 * 1024
 
 
 class SQLiteStore(Store):
