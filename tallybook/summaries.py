@@ -69,6 +69,14 @@ class Summary:
         return {"group_by": list(self.group_by), "collect": list(self.collect)}
 
 
+def parse(text: str | None) -> Summary | None:
+    """A summary from the JSON text `Summary.describe` gives, as stored."""
+    if text is None:
+        return None
+    fields = json.loads(text)
+    return Summary(tuple(fields["group_by"]), tuple(fields["collect"]))
+
+
 def _whole(span: int, moment: Any) -> bool:
     """Whether the moment (a datetime, or None for no limit) starts a span."""
     return moment is None or timestamps.to_micros(moment) % span == 0

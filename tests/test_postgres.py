@@ -48,12 +48,21 @@ def test_postgres_newer_schema_refused() -> None:
         assert cli("migrate", "--store", url).exit_code == 1
 
 
-def _writer(url: str, name: str, ids: list[str], failures: list[str]) -> None:
+def _writer(
+    url: str,
+    name: str,
+    ids: list[str],
+    failures: list[str],
+    rounds: int = 3,
+    stop: threading.Event | None = None,
+) -> None:
+    """Rewrite the ids in batches of 7, moving them an hour each round."""
     with httpx.Client(base_url=url, headers=HEADERS) as client:
-        for round_ in range(3):
-            # Each round moves the records to another hour.
+        for round_ in range(rounds):
+            if stop is not None and stop.is_set():
+                return
             batch = [
-                {"_id": record_id, "_timestamp": f"2014-01-06T0{round_}:30:00Z",
+                {"_id": record_id, "_timestamp": f"2014-01-06T0{round_ % 5}:30:00Z",
                  "writer": name, "echo": name, "round": round_}
                 for record_id in ids
             ]  # fmt: skip
@@ -116,7 +125,7 @@ def test_postgres_summary_stays_right_under_racing_writers(
         failures: list[str] = []
         plans = [(one.url, "A", shared), (two.url, "B", shared[::-1])]
         writers = [
-            threading.Thread(target=_looping_writer, args=(*plan, stop, failures))
+            threading.Thread(target=_writer, args=(*plan, failures, 500, stop))
             for plan in plans
         ]
         for writer in writers:
@@ -141,25 +150,6 @@ def test_postgres_summary_stays_right_under_racing_writers(
     assert 'tallybook_aggregate_reads_total{source="summary"} 1.0' in metrics
     assert answers[0] == answers[1]
     assert sum(row["_count"] for row in answers[0]) == 40
-
-
-def _looping_writer(
-    url: str, name: str, ids: list[str], stop: threading.Event, failures: list[str]
-) -> None:
-    """Rewrite the ids in batches of 7, moving them an hour each round."""
-    with httpx.Client(base_url=url, headers=HEADERS) as client:
-        round_ = 0
-        while not stop.is_set() and round_ < 500:
-            batch = [
-                {"_id": record_id, "_timestamp": f"2014-01-06T0{round_ % 5}:30:00Z",
-                 "writer": name, "echo": name, "round": round_}
-                for record_id in ids
-            ]  # fmt: skip
-            for start in range(0, len(batch), 7):
-                answer = client.post(PATH, json=batch[start : start + 7])
-                if answer.status_code != 200:
-                    failures.append(answer.text)
-            round_ += 1
 
 
 @pytest.fixture

@@ -13,11 +13,11 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
+from tallybook import summaries
 from tallybook.datasets import DataSet, Grant, Token
 from tallybook.errors import StoreError
 from tallybook.query import Query
 from tallybook.records import Record
-from tallybook.summaries import Summary
 
 
 @dataclass(frozen=True)
@@ -205,7 +205,6 @@ def data_set_from_row(
 ) -> DataSet:
     """A data set from the columns every store selects, in their order."""
     data_set_id, group, type_, fields, public, description, max_age, schema = row[:8]
-    summary = None if row[8] is None else json.loads(row[8])
     return DataSet(
         group=group,
         type=type_,
@@ -214,9 +213,7 @@ def data_set_from_row(
         description=description,
         max_age_expected=max_age,
         schema=None if schema is None else json.loads(schema),
-        summary=None
-        if summary is None
-        else Summary(tuple(summary["group_by"]), tuple(summary["collect"])),
+        summary=summaries.parse(row[8]),
         id=data_set_id,
     )
 

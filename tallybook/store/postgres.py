@@ -24,6 +24,7 @@ from typing import Any, TypeVar
 
 import asyncpg
 
+from tallybook import summaries
 from tallybook.datasets import DataSet, Grant, Token
 from tallybook.errors import (
     DataSetExists,
@@ -47,6 +48,7 @@ from tallybook.store.base import (
 )
 
 T = TypeVar("T")
+_Key = tuple[int, str]  # data set id, record id
 logger = logging.getLogger(__name__)
 _MICROS = "timestamptz 'epoch' + interval '1 microsecond' * "
 # One statement, so one transaction and one round trip: the upsert, then the
@@ -295,7 +297,7 @@ class PostgresStore(Store):
 
         async def run(db: asyncpg.Connection) -> tuple[list[Any], bool]:
             async with db.transaction(isolation="repeatable_read", readonly=True):
-                summary = postgres_summary.parse(
+                summary = summaries.parse(
                     await db.fetchval(
                         "SELECT summary::text FROM data_sets WHERE id = $1",
                         data_set_id,
@@ -434,22 +436,28 @@ def _settle(jobs: list[_Job], error: Exception | None) -> None:
 
 
 async def _upsert(db: asyncpg.Connection, jobs: list[_Job]) -> None:
-    merged: dict[tuple[int, str], Record] = {}
+    merged: dict[_Key, Record] = {}
     for job in jobs:
         for record in job.records:
             merged[job.data_set_id, record.id] = record
-    keys = sorted(merged)
-    rows = await db.fetch(_PLAIN_UPSERT, *_columns(keys, merged))
+    rows = await db.fetch(_PLAIN_UPSERT, *_columns(merged))
     plain = {row[0] for row in rows}
-    for data_set_id in sorted({key[0] for key in keys} - plain):
-        records = [merged[key] for key in keys if key[0] == data_set_id]
+    for data_set_id in sorted({key[0] for key in merged} - plain):
+        records = [record for key, record in merged.items() if key[0] == data_set_id]
         await _summarised(db, data_set_id, records)
 
 
-def _columns(
-    keys: list[tuple[int, str]], merged: dict[tuple[int, str], Record]
-) -> tuple[list[Any], ...]:
-    """The upsert's parameters: data set ids, record ids, times and bodies."""
+def _keyed(data_set_id: int, records: Sequence[Record]) -> dict[_Key, Record]:
+    """One data set's records by key; of two with one id, the later."""
+    return {(data_set_id, record.id): record for record in records}
+
+
+def _columns(merged: dict[_Key, Record]) -> tuple[list[Any], ...]:
+    """The upsert's parameters, sorted by key: data set ids, ids, times, bodies.
+
+    Sorting gives concurrent statements the same lock order.
+    """
+    keys = sorted(merged)
     return (
         [data_set_id for data_set_id, _ in keys],
         [record_id for _, record_id in keys],
@@ -462,13 +470,11 @@ async def _summarised(
     db: asyncpg.Connection, data_set_id: int, records: list[Record]
 ) -> None:
     """Upsert one data set's records and keep its summary, in one transaction."""
-    merged = {(data_set_id, record.id): record for record in records}
-    keys = sorted(merged)
     async with db.transaction():
         summary = await postgres_summary.lock(db, data_set_id)
         if summary is not None:
             replaced = await postgres_summary.replaced_hours(db, data_set_id, records)
-        await db.execute(_UPSERT, *_columns(keys, merged))
+        await db.execute(_UPSERT, *_columns(_keyed(data_set_id, records)))
         if summary is not None:
             await postgres_summary.add(db, data_set_id, summary, records, replaced)
 
@@ -476,12 +482,10 @@ async def _summarised(
 async def _replace(
     db: asyncpg.Connection, data_set_id: int, records: Sequence[Record]
 ) -> int:
-    merged = {(data_set_id, record.id): record for record in records}
-    keys = sorted(merged)
     async with db.transaction():
         summary = await postgres_summary.lock(db, data_set_id)
         await db.execute("DELETE FROM records WHERE data_set_id = $1", data_set_id)
-        await db.execute(_UPSERT, *_columns(keys, merged))
+        await db.execute(_UPSERT, *_columns(_keyed(data_set_id, records)))
         await db.execute(_TOUCH, data_set_id)
         await postgres_summary.recount(db, data_set_id, summary)
         sql = "SELECT count(*) FROM records WHERE data_set_id = $1"

@@ -17,7 +17,6 @@ Locks, so that many processes keep the cells right:
 
 from __future__ import annotations
 
-import json
 from collections.abc import Sequence
 from datetime import datetime
 
@@ -53,14 +52,6 @@ GROUP BY c.data_set_id, d.day, c.grouping, c.field
 """
 
 
-def parse(text: str | None) -> Summary | None:
-    """A summary from the JSON text of its setting."""
-    if text is None:
-        return None
-    fields = json.loads(text)
-    return Summary(tuple(fields["group_by"]), tuple(fields["collect"]))
-
-
 async def lock(db: asyncpg.Connection, data_set_id: int) -> Summary | None:
     """Hold the data set's summary steady for this transaction; return it.
 
@@ -71,7 +62,7 @@ async def lock(db: asyncpg.Connection, data_set_id: int) -> Summary | None:
         "SELECT summary::text FROM data_sets WHERE id = $1 FOR KEY SHARE",
         data_set_id,
     )
-    summary = parse(text)
+    summary = summaries.parse(text)
     if summary is not None:
         await db.execute("SELECT pg_advisory_xact_lock($1)", LOCK + data_set_id)
     return summary

@@ -14,7 +14,7 @@ import hmac
 import json
 import sqlite3
 import time
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncIterator, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -44,6 +44,7 @@ from tallybook.store.base import (
     token_from_row,
 )
 from tallybook.store.group_commit import GroupCommitter
+from tallybook.summaries import Summary
 
 SCHEMA_VERSION = 2
 # Each entry upgrades the schema from the version before it; never edit one
@@ -324,16 +325,12 @@ class SQLiteStore(Store):
                 connection.execute("BEGIN")
                 summarised = sqlite_summary.current(connection, data_set)
                 summary = None if summarised is None else summarised.summary
-                from_summary = summary is not None and summary.serves(query)
-
-                def statement(exact: bool) -> sqlite_query.Statement:
-                    if summary is not None and from_summary:
-                        return sqlite_query.summed(
-                            data_set_id, query, by_period, summary, exact
-                        )
-                    return sqlite_query.aggregate(data_set_id, query, by_period, exact)
-
-                return _fetch_all(connection, statement), from_summary
+                if summary is not None and not summary.serves(query):
+                    summary = None
+                rows = _aggregate_rows(
+                    connection, data_set_id, query, by_period, summary
+                )
+                return rows, summary is not None
             finally:
                 connection.close()
 
@@ -346,19 +343,26 @@ class SQLiteStore(Store):
         return self._connect().execute(sql, statement.values)
 
 
-def _fetch_all(
+def _aggregate_rows(
     connection: sqlite3.Connection,
-    statement: Callable[[bool], sqlite_query.Statement],
+    data_set_id: int,
+    query: Query,
+    by_period: bool,
+    summary: Summary | None,
 ) -> list[Any]:
-    """Run an aggregate exactly; past 64-bit sums, run it again in floats."""
-    for exact in (True, False):
-        built = statement(exact)
-        try:
-            return connection.execute(" ".join(built.parts), built.values).fetchall()
-        except sqlite3.OperationalError as exc:
-            if not exact or str(exc) != "integer overflow":
-                raise
-    raise AssertionError("unreachable")
+    """An aggregate's rows, from the summary's cells when one is given."""
+
+    def fetch(exact: bool) -> list[Any]:
+        statement = (
+            sqlite_query.aggregate(data_set_id, query, by_period, exact)
+            if summary is None
+            else sqlite_query.summed(data_set_id, query, by_period, summary, exact)
+        )
+        return connection.execute(
+            " ".join(statement.parts), statement.values
+        ).fetchall()
+
+    return sqlite_query.exact_first(fetch)
 
 
 def _apply_schema(connection: sqlite3.Connection) -> None:

@@ -8,13 +8,16 @@ bound as parameters (`$.name` paths), never written into the SQL.
 from __future__ import annotations
 
 import json
+import sqlite3
+from collections.abc import Callable
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, TypeVar
 
 from tallybook import summaries, timestamps
 from tallybook.query import Query, filter_number
 from tallybook.summaries import Summary
 
+T = TypeVar("T")
 _NUMERIC = "('integer', 'real')"
 # Seconds since the epoch, rounded down also before 1970 (% truncates).
 _SECONDS = "((timestamp - ((timestamp % 1000000) + 1000000) % 1000000) / 1000000)"
@@ -166,6 +169,16 @@ def total(expression: str, exact: bool, only: str = "") -> str:
         return f"sum({expression}) {only}"
     present = f"count({expression}) {only} > 0"
     return f"CASE WHEN {present} THEN total({expression}) {only} END"
+
+
+def exact_first(run: Callable[[bool], T]) -> T:
+    """`run(True)`; if its exact sums overflow 64 bits, `run(False)` in floats."""
+    try:
+        return run(True)
+    except sqlite3.OperationalError as exc:
+        if str(exc) != "integer overflow":
+            raise
+    return run(False)
 
 
 def summed(

@@ -51,11 +51,8 @@ def current(db: sqlite3.Connection, data_set: DataSet) -> DataSet | None:
     row = db.execute(
         "SELECT summary FROM data_sets WHERE id = ?", (stored_id(data_set),)
     ).fetchone()
-    if row is None or row[0] is None:
-        return None
-    fields = orjson.loads(row[0])
-    summary = Summary(tuple(fields["group_by"]), tuple(fields["collect"]))
-    return dataclasses.replace(data_set, summary=summary)
+    summary = None if row is None else summaries.parse(row[0])
+    return None if summary is None else dataclasses.replace(data_set, summary=summary)
 
 
 def replaced_hours(
@@ -122,16 +119,13 @@ def recount(
 
 def _day_from_hours(db: sqlite3.Connection, data_set_id: int, day: int) -> None:
     """Add up a day's hour cells into its day cells; floats past 64 bits."""
-    for exact in (True, False):
-        sql = _DAY_FROM_HOURS.format(
-            day_span=DAY, hour_span=HOUR, total=sqlite_query.total("total", exact)
-        )
-        try:
-            db.execute(sql, {"day": day, "data_set": data_set_id})
-            return
-        except sqlite3.OperationalError as exc:
-            if not exact or str(exc) != "integer overflow":
-                raise
+
+    def add(exact: bool) -> None:
+        total = sqlite_query.total("total", exact)
+        sql = _DAY_FROM_HOURS.format(day_span=DAY, hour_span=HOUR, total=total)
+        db.execute(sql, {"day": day, "data_set": data_set_id})
+
+    sqlite_query.exact_first(add)
 
 
 def _cells_between(
