@@ -15,11 +15,17 @@ and socket errors), the RSS second by second, and the peak RSS of the first
 10 s against the last 10 s. The exit code is 1 when there was any error,
 when that peak grew by more than 10%, when the server did not stop cleanly
 on SIGTERM, or when the store does not hold exactly the acknowledged
-records. Only 127.0.0.1 is contacted; the load stops by itself at the
+records. Before the server starts, `--seed` records (default 100,000,
+spread over the same year) are written through the store, so the run
+measures a server that starts on a store already in use, as a restarted
+service does; `--seed 0` starts from an empty store. Only 127.0.0.1 is
+contacted; the load stops by itself at the
 deadline or at a request cap, whichever comes first.
 
     python bench/soak.py                        # SQLite, 60 s
     python bench/soak.py --seconds 300
+    python bench/soak.py --seed 0               # from an empty store
+    python bench/soak.py --summary channel:count  # queries from the summary
     python bench/soak.py --postgres postgresql://postgres@127.0.0.1:5432/test
     python bench/soak.py --postgres URL --workers 2
 
@@ -50,8 +56,10 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 from ingest import (
+    GROUP,
     HOST,
     PATH,
+    TYPE,
     bench_store,
     count_stored,
     create_data_set,
@@ -62,6 +70,10 @@ from ingest import (
     tree_cpu,
     wait_ready,
 )
+
+from tallybook import records
+from tallybook.records import Limits
+from tallybook.store import open_store
 
 CONNECTIONS = 32
 RECORDS_PER_WRITE = 5
@@ -76,6 +88,7 @@ MAX_GROWTH = 0.10
 # Safety bound on the requests of a run, far above any rate seen here.
 MAX_REQUESTS_PER_SECOND = 50_000
 TIMEOUT = 30.0
+SEED_BATCH = 10_000
 
 
 @dataclass
@@ -176,6 +189,39 @@ class Sampler(threading.Thread):
         )
 
 
+# --- the store before the run ----------------------------------------------------
+
+
+def seed(store: str, count: int) -> float:
+    """Write `count` records (ids `s<n>`) into the soak's data set; the seconds."""
+    started = time.perf_counter()
+    asyncio.run(_seed(store, count))
+    return time.perf_counter() - started
+
+
+async def _seed(location: str, count: int) -> None:
+    rng = random.Random(-1)
+    async with open_store(location) as store:
+        data_set = await store.get_data_set(f"{GROUP}_{TYPE}".replace("-", "_"))
+        if data_set is None:
+            raise SystemExit("the soak's data set was not created")
+        for first in range(0, count, SEED_BATCH):
+            batch = [
+                _record(f"s{n}", rng)
+                for n in range(first, min(first + SEED_BATCH, count))
+            ]
+            await store.write(data_set, records.prepare(batch, data_set, Limits()))
+
+
+def _record(record_id: str, rng: random.Random) -> dict[str, object]:
+    return {
+        "_id": record_id,
+        "_timestamp": _z(_timestamp(rng)),
+        "channel": rng.choice(CHANNELS),
+        "count": rng.randrange(100),
+    }
+
+
 # --- the load -------------------------------------------------------------------
 
 
@@ -199,12 +245,7 @@ class Requests:
     def write(self) -> bytes:
         self.count += 1
         batch = [
-            {
-                "_id": f"c{self.number}-{self.count}-{index}",
-                "_timestamp": _z(_timestamp(self.rng)),
-                "channel": self.rng.choice(CHANNELS),
-                "count": self.rng.randrange(100),
-            }
+            _record(f"c{self.number}-{self.count}-{index}", self.rng)
             for index in range(RECORDS_PER_WRITE)
         ]
         body = json.dumps(batch, separators=(",", ":")).encode()
@@ -388,12 +429,26 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         default=",".join(MIX),
         help=f"the kinds each connection sends in turn, from {', '.join(KINDS)}",
     )
+    parser.add_argument(
+        "--seed",
+        type=int,
+        default=100_000,
+        help="records in the store before the server starts (0: empty)",
+    )
+    parser.add_argument(
+        "--summary",
+        metavar="SETTING",
+        help="give the data set this summary, e.g. channel:count, so the "
+        "queries add up summary cells instead of records",
+    )
     parser.add_argument("--dir", help="parent of the temporary directory")
     parser.add_argument("--keep", action="store_true", help="keep the directory")
     args = parser.parse_args(argv)
     args.mix = tuple(kind.strip() for kind in args.mix.split(",") if kind.strip())
     if not args.mix or set(args.mix) - set(KINDS):
         parser.error(f"--mix takes kinds from {', '.join(KINDS)}")
+    if not 0 <= args.seed <= 10_000_000:
+        parser.error("--seed must be in [0, 10,000,000]")
     if not 2 * WINDOW <= args.seconds <= 600:
         parser.error(f"--seconds must be in [{2 * WINDOW}, 600]")
     return args
@@ -415,11 +470,13 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 def soak(args: argparse.Namespace, work: Path, store: str, token: str) -> int:
     """Serve, load, watch memory, stop; print everything; 0 when it passed."""
-    create_data_set(store, token)
+    create_data_set(store, token, args.summary)
+    seeded = seed(store, args.seed)
     port = free_port()
     command = server_command("uvicorn", store, port, args.workers)
     print(f"machine: {os.cpu_count()} CPUs, Python {sys.version.split()[0]}")
     print(f"server:  {' '.join(command)}")
+    print(f"store:   {args.seed:,} records written before the start ({seeded:.1f} s)")
     print(
         f"load:    {CONNECTIONS} connections for {args.seconds:.0f} s, mix {args.mix}"
     )
@@ -441,19 +498,25 @@ def soak(args: argparse.Namespace, work: Path, store: str, token: str) -> int:
     finally:
         took = stop(server)
     clean = server.returncode in (0, -signal.SIGTERM)
-    return report(load, sampler, cores, store, log, clean, took)
+    outcome = Outcome(cores, clean, took, args.seed)
+    return report(load, sampler, outcome, store, log)
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """What is known of the server once it stopped."""
+
+    cores: float  # CPU used over the load, in cores
+    clean: bool  # it stopped on SIGTERM without an error
+    took: float  # seconds from SIGTERM to its end
+    seeded: int  # records in the store before it started
 
 
 def report(
-    load: Load,
-    sampler: Sampler,
-    cores: float,
-    store: str,
-    log: Path,
-    clean: bool,
-    took: float,
+    load: Load, sampler: Sampler, outcome: Outcome, store: str, log: Path
 ) -> int:
     """Print the figures; return the exit code."""
+    cores, clean, took = outcome.cores, outcome.clean, outcome.took
     print_kinds(load)
     print(
         f"CPU over the load: server {cores:.2f} cores, load generator "
@@ -464,9 +527,13 @@ def report(
     print(f"errors: {errors} ({'PASS' if errors == 0 else 'FAIL'}, must be 0)")
     print(f"server stopped (SIGTERM) in {took:.1f} s, {'clean' if clean else 'NOT'}")
     stored = count_stored(store)
-    print(f"stored records {stored:,}; acknowledged {load.records_acked:,}")
+    expected = outcome.seeded + load.records_acked
+    print(
+        f"stored records {stored:,}; seeded {outcome.seeded:,} + acknowledged "
+        f"{load.records_acked:,} = {expected:,}"
+    )
     log_summary(log)
-    consistent = stored == load.records_acked
+    consistent = stored == expected
     ok = errors == 0 and growth <= MAX_GROWTH and clean and consistent
     print("SOAK PASS" if ok else "SOAK FAIL")
     return 0 if ok else 1

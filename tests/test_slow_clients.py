@@ -143,3 +143,40 @@ def test_bytes_that_are_not_http_get_a_json_400(live: LiveServer) -> None:
     assert status == 400 and headers["content-type"] == "application/json"
     assert body["message"] == "The request is not valid HTTP/1.1."
     assert _served(live)
+
+
+def _stalled_read(server: LiveServer) -> socket.socket:
+    """Ask for every record, take the first bytes of the answer, read no more."""
+    connection = socket.socket()
+    connection.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    connection.settimeout(10)
+    connection.connect(("127.0.0.1", server.port))
+    connection.sendall(
+        f"GET {PATH} HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+        f"Authorization: Bearer {ALPHA}\r\n\r\n".encode()
+    )
+    assert connection.recv(1024).startswith(b"HTTP/1.1 200")
+    return connection
+
+
+def test_readers_that_stop_reading_hold_up_no_other_read(live: LiveServer) -> None:
+    pad = "x" * 400
+    for first in range(0, 30_000, 10_000):
+        batch = [
+            {"_id": f"big{n}", "_timestamp": "2014-01-06T00:00:00Z", "pad": pad}
+            for n in range(first, first + 10_000)
+        ]
+        httpx.post(live.url + PATH, json=batch, headers=BEARER, timeout=30)
+    stalled = [_stalled_read(live) for _ in range(6)]  # more than the readers
+    try:
+        later = {"_id": "later", "_timestamp": "2015-01-01T00:00:00Z"}
+        httpx.post(live.url + PATH, json=later, headers=BEARER, timeout=10)
+        answer = httpx.get(
+            live.url + PATH + "?start_at=2015-01-01T00:00:00Z",
+            headers=BEARER,
+            timeout=10,
+        )
+    finally:
+        for connection in stalled:
+            connection.close()
+    assert [record["_id"] for record in answer.json()["data"]] == ["later"]
