@@ -40,8 +40,13 @@ _STOP = object()
 class GroupCommitter:
     """Runs write jobs on one connection, committing them in groups."""
 
-    def __init__(self, connect: Callable[[], sqlite3.Connection]) -> None:
+    def __init__(
+        self,
+        connect: Callable[[], sqlite3.Connection],
+        after_commit: Callable[[sqlite3.Connection], None] | None = None,
+    ) -> None:
         self._connect = connect
+        self._after_commit = after_commit
         self._queue: queue.SimpleQueue[Any] = queue.SimpleQueue()
         self._thread = threading.Thread(target=self._loop, name="sqlite-writer")
         self.commits = 0
@@ -71,6 +76,8 @@ class GroupCommitter:
                 tickets, stopping = self._take()
                 if tickets:
                     self._commit(connection, tickets)
+                if tickets and self._after_commit is not None:
+                    self._after_commit(connection)
         finally:
             connection.close()
 

@@ -45,6 +45,7 @@ from tallybook.store.base import (
 )
 from tallybook.store.group_commit import GroupCommitter
 from tallybook.store.sqlite_readers import Readers
+from tallybook.store.sqlite_wal import WalLimit
 from tallybook.summaries import Summary
 
 SCHEMA_VERSION = 2
@@ -130,6 +131,11 @@ READER_CACHE_KIB = 2 * 1024
 # one before it opens a temporary connection (sqlite_readers.py).
 READERS = 4
 READER_WAIT = 0.5
+# Past this size the WAL is restarted, checked at most this often
+# (sqlite_wal.py); the automatic checkpoints keep it near 4 MiB when reads
+# leave it room.
+WAL_LIMIT_BYTES = 32 * 1024 * 1024
+WAL_CHECK_SECONDS = 1.0
 
 
 class SQLiteStore(Store):
@@ -137,9 +143,8 @@ class SQLiteStore(Store):
 
     def __init__(self, path: str | Path) -> None:
         self.path = Path(path)
-        self._committer = GroupCommitter(
-            lambda: self._connect(cache_kib=WRITER_CACHE_KIB)
-        )
+        self.wal = WalLimit(self.path, WAL_LIMIT_BYTES, WAL_CHECK_SECONDS)
+        self._committer = GroupCommitter(self._connect_writer, self.wal.after_commit)
         self._lookup: sqlite3.Connection | None = None
         self._readers = Readers(self._connect, READERS, READER_WAIT)
 
@@ -188,6 +193,11 @@ class SQLiteStore(Store):
         connection.execute("PRAGMA foreign_keys = ON")
         connection.execute("PRAGMA busy_timeout = 10000")
         connection.execute(f"PRAGMA cache_size = -{int(cache_kib)}")
+        return connection
+
+    def _connect_writer(self) -> sqlite3.Connection:
+        connection = self._connect(cache_kib=WRITER_CACHE_KIB)
+        self.wal.prepare(connection)
         return connection
 
     @property
