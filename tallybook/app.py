@@ -105,7 +105,7 @@ def create_app(
     app.state.store = store
     app.state.parser = parser
     app.state.background = set()
-    app.state.metrics = Metrics()
+    app.state.metrics = Metrics(store)
     app.state.rate_limits = rate_limits
     return app
 

@@ -123,3 +123,16 @@ def test_operations_log_counts_records_read(
     client.get("/data/test-group/test-type", headers=auth())
     [line] = [r.getMessage() for r in caplog.records if r.name == "tallybook.requests"]
     assert " records=2 " in line
+
+
+def test_operations_metrics_show_the_store_counters(
+    client: TestClient, store: str
+) -> None:
+    text = client.get("/metrics").text
+    names = {
+        "tallybook_sqlite_temporary_reads_total",
+        "tallybook_sqlite_wal_restarts_total",
+        "tallybook_sqlite_wal_restarts_given_up_total",
+    }
+    shown = {name for name in names if f"\n{name} 0.0\n" in text}
+    assert shown == (set() if store.startswith("postgresql") else names)

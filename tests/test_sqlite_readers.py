@@ -137,3 +137,14 @@ def test_readers_pass_on_errors_and_stay_usable(database: Path) -> None:
             return await reader.run(_count)
 
     assert run(database, scenario) == 3
+
+
+def test_readers_forget_waits_that_ended(database: Path) -> None:
+    async def scenario(readers: Readers) -> int:
+        async with readers.borrow():
+            for _ in range(3):
+                async with readers.borrow():
+                    pass
+            return readers.waiting
+
+    assert run(database, scenario, wait=0.01) == 0

@@ -7,12 +7,17 @@ names, record contents or tokens.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
+from prometheus_client.core import CounterMetricFamily, Metric
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
+from prometheus_client.registry import Collector
 from starlette.requests import Request
 from starlette.responses import Response
+
+from tallybook.store.base import Store
 
 _REFUSALS = {
     400: "invalid",
@@ -31,9 +36,11 @@ _WRITES = frozenset(("POST", "PUT", "PATCH", "DELETE"))
 class Metrics:
     """The counters and histograms of one application."""
 
-    def __init__(self) -> None:
+    def __init__(self, store: Store | None = None) -> None:
         self._children: dict[tuple[str, str, int], tuple[Any, Any]] = {}
         self.registry = CollectorRegistry()
+        if store is not None:
+            self.registry.register(_StoreCounters(store))
         self.requests = Counter(
             "tallybook_requests",
             "HTTP requests answered, by route template, method and status.",
@@ -101,6 +108,17 @@ class Metrics:
             self.refused.labels(_REFUSALS[status]).inc()
         if status in _STORE_ERRORS:
             self.store_errors.labels(_STORE_ERRORS[status]).inc()
+
+
+class _StoreCounters(Collector):
+    """The store's own counters, read at each scrape."""
+
+    def __init__(self, store: Store) -> None:
+        self.store = store
+
+    def collect(self) -> Iterator[Metric]:
+        for name, (text, value) in self.store.counters().items():
+            yield CounterMetricFamily(name, text, value=value)
 
 
 async def get_metrics(request: Request) -> Response:

@@ -175,6 +175,10 @@ class Store(ABC):
     async def count(self, data_set: DataSet) -> int:
         """Return how many records the data set holds."""
 
+    def counters(self) -> dict[str, tuple[str, float]]:
+        """The store's own counters for /metrics: name -> (help, value)."""
+        return {}
+
     @abstractmethod
     def read(self, data_set: DataSet, query: Query) -> AsyncIterator[str]:
         """Yield the JSON text of each record the query selects, in its order.

@@ -129,7 +129,7 @@ WRITER_CACHE_KIB = 8 * 1024
 READER_CACHE_KIB = 2 * 1024
 # Read connections, each on its own thread, and how long a read waits for
 # one before it opens a temporary connection (sqlite_readers.py).
-READERS = 4
+READERS = 8
 READER_WAIT = 0.5
 # Past this size the WAL is restarted, checked at most this often
 # (sqlite_wal.py); the automatic checkpoints keep it near 4 MiB when reads
@@ -147,6 +147,24 @@ class SQLiteStore(Store):
         self._committer = GroupCommitter(self._connect_writer, self.wal.after_commit)
         self._lookup: sqlite3.Connection | None = None
         self._readers = Readers(self._connect, READERS, READER_WAIT)
+
+    def counters(self) -> dict[str, tuple[str, float]]:
+        """Temporary read connections and WAL restarts since `open`."""
+        return {
+            "tallybook_sqlite_temporary_reads": (
+                f"Reads that found no free read connection within {READER_WAIT:g} "
+                "s and opened a temporary one.",
+                self._readers.temporary,
+            ),
+            "tallybook_sqlite_wal_restarts": (
+                "WAL restarts done after the WAL passed its size limit.",
+                self.wal.restarts,
+            ),
+            "tallybook_sqlite_wal_restarts_given_up": (
+                "WAL restarts given up because a read held the WAL over 100 ms.",
+                self.wal.given_up,
+            ),
+        }
 
     @property
     def commits(self) -> int:

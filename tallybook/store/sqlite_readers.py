@@ -94,6 +94,11 @@ class Readers:
         self._waiters: deque[asyncio.Future[Reader | None]] = deque()
         self.temporary = 0
 
+    @property
+    def waiting(self) -> int:
+        """How many reads are waiting for a reader now."""
+        return len(self._waiters)
+
     @contextlib.asynccontextmanager
     async def borrow(self) -> AsyncIterator[Reader]:
         """Lend a reader for one read; a temporary one if none is free in time."""
@@ -131,6 +136,8 @@ class Readers:
             raise
         finally:
             timer.cancel()
+            with contextlib.suppress(ValueError):  # not handed a reader
+                self._waiters.remove(waiter)
 
     def _give(self, reader: Reader | None) -> None:
         if reader is None:

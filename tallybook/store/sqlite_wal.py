@@ -33,6 +33,7 @@ class WalLimit:
         self.limit = limit
         self.every = every
         self.restarts = 0
+        self.given_up = 0
         self._due = 0.0
 
     def prepare(self, connection: sqlite3.Connection) -> None:
@@ -60,5 +61,7 @@ class WalLimit:
             ).fetchone()
         finally:
             connection.execute(f"PRAGMA busy_timeout = {int(timeout)}")
-        if not busy:
+        if busy:
+            self.given_up += 1
+        else:
             self.restarts += 1
