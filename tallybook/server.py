@@ -81,6 +81,7 @@ def serving_app(settings: Settings | None = None) -> Starlette:
     _configure_logging(settings)
     tune_malloc()
     GuardedProtocol.header_timeout = settings.header_timeout
+    GuardedProtocol.send_timeout = settings.send_timeout
     app = create_app(settings)
     # Objects made at start-up live as long as the process: freezing them
     # keeps the garbage collector from walking them again and again, and a

@@ -55,6 +55,11 @@ class Settings:
     body_timeout: int = _setting(
         30, "Seconds a client may pause while sending a request body."
     )
+    send_timeout: int = _setting(
+        30,
+        "Seconds a client may leave an answer unread (the server's send buffer "
+        "full) before the connection is closed.",
+    )
     rate_limit_token: int = _setting(
         0, "Most requests per window with one token (429 beyond); 0 for no limit."
     )

@@ -6,6 +6,7 @@ each test waits a second or two, not the production 10 and 30.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import socket
 import time
@@ -30,6 +31,16 @@ def live(
 ) -> Iterator[LiveServer]:
     monkeypatch.setenv("TALLYBOOK_HEADER_TIMEOUT", "1")
     monkeypatch.setenv("TALLYBOOK_BODY_TIMEOUT", "1")
+    with LiveServer(store, tmp_path / "server.log") as server:
+        yield server
+
+
+@pytest.fixture
+def impatient(
+    store: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> Iterator[LiveServer]:
+    """A server that closes a connection whose answer is unread for 1 s."""
+    monkeypatch.setenv("TALLYBOOK_SEND_TIMEOUT", "1")
     with LiveServer(store, tmp_path / "server.log") as server:
         yield server
 
@@ -159,14 +170,19 @@ def _stalled_read(server: LiveServer) -> socket.socket:
     return connection
 
 
-def test_readers_that_stop_reading_hold_up_no_other_read(live: LiveServer) -> None:
+def _fill(server: LiveServer) -> None:
+    """Store 30,000 records of ~450 bytes: a 13 MB answer to read them all."""
     pad = "x" * 400
     for first in range(0, 30_000, 10_000):
         batch = [
             {"_id": f"big{n}", "_timestamp": "2014-01-06T00:00:00Z", "pad": pad}
             for n in range(first, first + 10_000)
         ]
-        httpx.post(live.url + PATH, json=batch, headers=BEARER, timeout=30)
+        httpx.post(server.url + PATH, json=batch, headers=BEARER, timeout=30)
+
+
+def test_readers_that_stop_reading_hold_up_no_other_read(live: LiveServer) -> None:
+    _fill(live)
     stalled = [_stalled_read(live) for _ in range(6)]  # more than the readers
     try:
         later = {"_id": "later", "_timestamp": "2015-01-01T00:00:00Z"}
@@ -180,3 +196,18 @@ def test_readers_that_stop_reading_hold_up_no_other_read(live: LiveServer) -> No
         for connection in stalled:
             connection.close()
     assert [record["_id"] for record in answer.json()["data"]] == ["later"]
+
+
+def test_answer_left_unread_is_cut_off_after_the_send_timeout(
+    impatient: LiveServer,
+) -> None:
+    _fill(impatient)
+    with _stalled_read(impatient) as connection:
+        time.sleep(3)
+        received = 0
+        with contextlib.suppress(ConnectionResetError):
+            while chunk := connection.recv(65536):
+                received += len(chunk)
+    assert received < 10_000_000  # of ~13.5 MB: the server gave up
+    assert _served(impatient)
+    assert "left its answer unread for 1 s" in impatient.log.read_text()

@@ -6,6 +6,11 @@ a connection (and a little memory) for ever. `GuardedProtocol` gives each
 connection `header_timeout` seconds, from when it is made or a new request
 starts, to finish sending the headers; then it answers 408 and closes.
 
+A client that stops reading an answer holds what the answer holds (a
+streamed read keeps a store connection and its snapshot) for ever too: when
+the transport's send buffer stays full for `send_timeout` seconds, the
+connection is aborted, and the application hears that the client went away.
+
 It also answers requests that are not HTTP at all with tallybook's JSON
 error body instead of uvicorn's plain text.
 """
@@ -28,17 +33,20 @@ _REASONS = {400: b"Bad Request", 408: b"Request Timeout"}
 
 
 class GuardedProtocol(HttpToolsProtocol):
-    """HttpToolsProtocol with a header deadline and JSON error answers.
+    """HttpToolsProtocol with header and send deadlines and JSON error answers.
 
-    `header_timeout` is set from the settings by each server process as it
-    builds its application (`tallybook.server.serving_app`).
+    `header_timeout` and `send_timeout` are set from the settings by each
+    server process as it builds its application
+    (`tallybook.server.serving_app`).
     """
 
     header_timeout: float = 10.0
+    send_timeout: float = 30.0
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self._deadline: asyncio.TimerHandle | None = None
+        self._stalled: asyncio.TimerHandle | None = None
 
     def connection_made(self, transport: Transport) -> None:  # type: ignore[override]
         """Start the clock for the first request's headers."""
@@ -56,9 +64,21 @@ class GuardedProtocol(HttpToolsProtocol):
         super().on_headers_complete()
 
     def connection_lost(self, exc: Exception | None) -> None:
-        """Stop the clock of a connection that went away."""
+        """Stop the clocks of a connection that went away."""
         self._disarm()
+        self._unstall()
         super().connection_lost(exc)
+
+    def pause_writing(self) -> None:
+        """The send buffer is full: the client has that long to take some."""
+        super().pause_writing()
+        self._unstall()
+        self._stalled = self.loop.call_later(self.send_timeout, self._abandon)
+
+    def resume_writing(self) -> None:
+        """The client took enough of the answer: stop its clock."""
+        self._unstall()
+        super().resume_writing()
 
     def send_400_response(self, msg: str) -> None:
         """Answer bytes that are not an HTTP request with a JSON 400."""
@@ -84,6 +104,19 @@ class GuardedProtocol(HttpToolsProtocol):
             f"The request headers did not arrive within {self.header_timeout:g} "
             "seconds; the connection is closed.",
         )
+
+    def _unstall(self) -> None:
+        if self._stalled is not None:
+            self._stalled.cancel()
+            self._stalled = None
+
+    def _abandon(self) -> None:
+        self._stalled = None
+        logger.info(
+            "closed a connection that left its answer unread for %g s",
+            self.send_timeout,
+        )
+        self.transport.abort()
 
     def _refuse(self, status: int, message: str) -> None:
         """Write a JSON error answer and close the connection."""
