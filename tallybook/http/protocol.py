@@ -90,9 +90,8 @@ class GuardedProtocol(HttpToolsProtocol):
         self._deadline = self.loop.call_later(self.header_timeout, self._expire)
 
     def _disarm(self) -> None:
-        if self._deadline is not None:
-            self._deadline.cancel()
-            self._deadline = None
+        _cancel(self._deadline)
+        self._deadline = None
 
     def _expire(self) -> None:
         self._deadline = None
@@ -106,9 +105,8 @@ class GuardedProtocol(HttpToolsProtocol):
         )
 
     def _unstall(self) -> None:
-        if self._stalled is not None:
-            self._stalled.cancel()
-            self._stalled = None
+        _cancel(self._stalled)
+        self._stalled = None
 
     def _abandon(self) -> None:
         self._stalled = None
@@ -129,3 +127,8 @@ class GuardedProtocol(HttpToolsProtocol):
         )
         self.transport.write(head + body)
         self.transport.close()
+
+
+def _cancel(timer: asyncio.TimerHandle | None) -> None:
+    if timer is not None:
+        timer.cancel()
