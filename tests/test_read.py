@@ -61,6 +61,21 @@ def test_read_streams_many_records_in_order(client: TestClient) -> None:
     assert _ids(client) == [f"r{i:05d}" for i in range(3000)]
 
 
+def test_read_streams_an_answer_past_the_etag_buffer_whole(
+    client: TestClient,
+) -> None:
+    ids = [f"s{n:05d}" for n in range(12_000)]  # ~5.4 MB of JSON, over 4 MiB
+    for first in range(0, len(ids), 6_000):
+        batch = [
+            {"_id": id_, "_timestamp": "2014-01-06T00:00:00Z", "pad": "x" * 400}
+            for id_ in ids[first : first + 6_000]
+        ]
+        client.post(PATH, json=batch, headers=auth())
+    answer = client.get(PATH, headers=READ)
+    assert "etag" not in answer.headers  # streamed, not buffered
+    assert [record["_id"] for record in answer.json()["data"]] == ids
+
+
 def test_read_refuses_unknown_and_bad_parameters(client: TestClient) -> None:
     answer = client.get(PATH + "?colour=red&limit=-1&start_at=2014-01-01", headers=READ)
     assert answer.status_code == 400

@@ -123,8 +123,12 @@ async def _streamed(
 async def _resume(
     done: list[bytes], rest: AsyncIterator[bytes]
 ) -> AsyncIterator[bytes]:
-    for chunk in done:
-        yield chunk
+    # Each chunk is let go once sent: a client that goes away mid-answer
+    # leaves its generators in a reference cycle until the garbage collector
+    # runs, and they should not hold the first 4 MiB meanwhile.
+    done.reverse()
+    while done:
+        yield done.pop()
     async for chunk in rest:
         yield chunk
 
