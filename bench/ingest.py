@@ -682,6 +682,20 @@ CASES = {
 }
 
 
+def add_store_arguments(parser: argparse.ArgumentParser, summary: str) -> None:
+    """The options of the store and server a bench runs: where, how many, kept."""
+    parser.add_argument(
+        "--postgres",
+        metavar="URL",
+        help="load a new schema in this PostgreSQL database instead of SQLite, "
+        "e.g. postgresql://postgres@127.0.0.1:5432/test",
+    )
+    parser.add_argument("--workers", type=int, default=1, help="server processes")
+    parser.add_argument("--summary", metavar="SPEC", help=summary)
+    parser.add_argument("--dir", help="parent of the temporary directory")
+    parser.add_argument("--keep", action="store_true", help="keep the directory")
+
+
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--seconds", type=float, default=10.0, help="per case")
@@ -707,20 +721,9 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument(
         "--profile", metavar="DIR", help="sample the server with py-spy into DIR"
     )
-    parser.add_argument(
-        "--postgres",
-        metavar="URL",
-        help="load a new schema in this PostgreSQL database instead of SQLite, "
-        "e.g. postgresql://postgres@127.0.0.1:5432/test",
+    add_store_arguments(
+        parser, "give the data set a summary, e.g. channel:count (its cost on writes)"
     )
-    parser.add_argument("--workers", type=int, default=1, help="server processes")
-    parser.add_argument(
-        "--summary",
-        metavar="SPEC",
-        help="give the data set a summary, e.g. channel:count (its cost on writes)",
-    )
-    parser.add_argument("--dir", help="parent of the temporary directory")
-    parser.add_argument("--keep", action="store_true", help="keep the directory")
     args = parser.parse_args(argv)
     args.cases = [name.strip() for name in args.cases.split(",") if name.strip()]
     unknown = set(args.cases) - set(CASES)

@@ -60,6 +60,7 @@ from ingest import (
     HOST,
     PATH,
     TYPE,
+    add_store_arguments,
     bench_store,
     count_stored,
     create_data_set,
@@ -418,13 +419,6 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--seconds", type=float, default=60.0, help="of load")
     parser.add_argument(
-        "--postgres",
-        metavar="URL",
-        help="load a new schema in this PostgreSQL database instead of SQLite, "
-        "e.g. postgresql://postgres@127.0.0.1:5432/test",
-    )
-    parser.add_argument("--workers", type=int, default=1, help="server processes")
-    parser.add_argument(
         "--mix",
         default=",".join(MIX),
         help=f"the kinds each connection sends in turn, from {', '.join(KINDS)}",
@@ -435,14 +429,11 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         default=100_000,
         help="records in the store before the server starts (0: empty)",
     )
-    parser.add_argument(
-        "--summary",
-        metavar="SETTING",
-        help="give the data set this summary, e.g. channel:count, so the "
-        "queries add up summary cells instead of records",
+    add_store_arguments(
+        parser,
+        "give the data set this summary, e.g. channel:count, so the queries add "
+        "up summary cells instead of records",
     )
-    parser.add_argument("--dir", help="parent of the temporary directory")
-    parser.add_argument("--keep", action="store_true", help="keep the directory")
     args = parser.parse_args(argv)
     args.mix = tuple(kind.strip() for kind in args.mix.split(",") if kind.strip())
     if not args.mix or set(args.mix) - set(KINDS):

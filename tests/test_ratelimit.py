@@ -92,6 +92,14 @@ def _clocked(client: TestClient, clock: Clock) -> None:
     app.state.rate_limits = RateLimits.from_settings(app.state.settings, clock)
 
 
+def _redis_down(limited: Make) -> tuple[TestClient, Clock]:
+    """A client limited to 1 request per token, its Redis at a closed port."""
+    gone = f"redis://127.0.0.1:{free_port()}/0"
+    client, clock = limited(rate_limit_token=1, rate_limit_redis=gone), Clock()
+    _clocked(client, clock)
+    return client, clock
+
+
 def _limits(answer: Any) -> tuple[str | None, ...]:
     return tuple(answer.headers.get(name) for name in HEADERS)
 
@@ -239,9 +247,7 @@ def test_ratelimit_serve_refuses_workers_without_redis(
 def test_ratelimit_fails_open_when_redis_is_down(
     limited: Make, caplog: pytest.LogCaptureFixture
 ) -> None:
-    gone = f"redis://127.0.0.1:{free_port()}/0"
-    client, clock = limited(rate_limit_token=1, rate_limit_redis=gone), Clock()
-    _clocked(client, clock)
+    client, _ = _redis_down(limited)
     answers = [_read(client) for _ in range(3)]
     assert [a.status_code for a in answers] == [200] * 3
     assert _limits(answers[-1]) == (None, None, None)
@@ -254,9 +260,7 @@ def test_ratelimit_fails_open_when_redis_is_down(
 def test_ratelimit_asks_redis_again_after_a_pause(
     limited: Make, caplog: pytest.LogCaptureFixture
 ) -> None:
-    gone = f"redis://127.0.0.1:{free_port()}/0"
-    client, clock = limited(rate_limit_token=1, rate_limit_redis=gone), Clock()
-    _clocked(client, clock)
+    client, clock = _redis_down(limited)
     _read(client)
     clock.now += PAUSE_SECONDS
     assert _read(client).status_code == 200

@@ -76,8 +76,8 @@ class GroupCommitter:
                 tickets, stopping = self._take()
                 if tickets:
                     self._commit(connection, tickets)
-                if tickets and self._after_commit is not None:
-                    self._after_commit(connection)
+                    if self._after_commit is not None:
+                        self._after_commit(connection)
         finally:
             connection.close()
 

@@ -33,7 +33,7 @@ from tallybook.errors import (
 )
 from tallybook.query import Query
 from tallybook.records import Record
-from tallybook.store import sqlite_query, sqlite_summary
+from tallybook.store import sqlite_query, sqlite_summary, sqlite_wal
 from tallybook.store.base import (
     Aggregation,
     Bucket,
@@ -45,7 +45,6 @@ from tallybook.store.base import (
 )
 from tallybook.store.group_commit import GroupCommitter
 from tallybook.store.sqlite_readers import Readers
-from tallybook.store.sqlite_wal import WalLimit
 from tallybook.summaries import Summary
 
 SCHEMA_VERSION = 2
@@ -143,7 +142,7 @@ class SQLiteStore(Store):
 
     def __init__(self, path: str | Path) -> None:
         self.path = Path(path)
-        self.wal = WalLimit(self.path, WAL_LIMIT_BYTES, WAL_CHECK_SECONDS)
+        self.wal = sqlite_wal.WalLimit(self.path, WAL_LIMIT_BYTES, WAL_CHECK_SECONDS)
         self._committer = GroupCommitter(self._connect_writer, self.wal.after_commit)
         self._lookup: sqlite3.Connection | None = None
         self._readers = Readers(self._connect, READERS, READER_WAIT)
@@ -161,7 +160,8 @@ class SQLiteStore(Store):
                 self.wal.restarts,
             ),
             "tallybook_sqlite_wal_restarts_given_up": (
-                "WAL restarts given up because a read held the WAL over 100 ms.",
+                "WAL restarts given up because a read held the WAL over "
+                f"{sqlite_wal.WAIT_MS} ms.",
                 self.wal.given_up,
             ),
         }
